@@ -1,0 +1,1 @@
+//! `dualwrite-backfill`: schema clone and time-series backfill below the consistency time T.

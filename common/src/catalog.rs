@@ -1,0 +1,593 @@
+//! Discovery of time-series tables and their chunks, shared by backfill and validator.
+//!
+//! A time-series table is a TimescaleDB hypertable (chunks from its catalog), a
+//! range-partitioned table with a single time-like key (each leaf partition is a chunk), or
+//! any table named as `schema.table:time_column` (no chunks; callers slice it by time).
+//! Time values are carried as `i64`: microseconds since the Unix epoch for timestamps and
+//! dates, the value itself for integer time columns.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use tokio_postgres::Client;
+
+use crate::ident::{quote_ident, QualifiedName};
+
+/// The type of a time column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeType {
+    Timestamptz,
+    Timestamp,
+    Date,
+    SmallInt,
+    Integer,
+    BigInt,
+}
+
+impl TimeType {
+    /// From `format_type()` output; `None` when the type cannot order time.
+    pub fn from_pg(name: &str) -> Option<TimeType> {
+        Some(match name {
+            "timestamp with time zone" | "timestamptz" => TimeType::Timestamptz,
+            "timestamp without time zone" | "timestamp" => TimeType::Timestamp,
+            "date" => TimeType::Date,
+            "smallint" => TimeType::SmallInt,
+            "integer" => TimeType::Integer,
+            "bigint" => TimeType::BigInt,
+            n if n.starts_with("timestamp(") && n.ends_with("with time zone") => {
+                TimeType::Timestamptz
+            }
+            n if n.starts_with("timestamp(") => TimeType::Timestamp,
+            _ => return None,
+        })
+    }
+
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            TimeType::Timestamptz => "timestamptz",
+            TimeType::Timestamp => "timestamp",
+            TimeType::Date => "date",
+            TimeType::SmallInt => "smallint",
+            TimeType::Integer => "integer",
+            TimeType::BigInt => "bigint",
+        }
+    }
+
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            TimeType::SmallInt | TimeType::Integer | TimeType::BigInt
+        )
+    }
+
+    /// Parse a value as Postgres prints it (with `TimeZone = 'UTC'`) or as a user writes it:
+    /// `2024-03-01`, `2024-03-01 12:00:00`, `2024-03-01T12:00:00Z`, `2024-03-01 12:00:00+02`.
+    pub fn parse(self, text: &str) -> Result<i64, String> {
+        let t = text.trim().trim_matches('\'');
+        if self.is_integer() {
+            return t
+                .parse::<i64>()
+                .map_err(|_| format!("{text:?} is not an integer"));
+        }
+        parse_time(t).ok_or_else(|| {
+            format!(
+                "{text:?} is not a timestamp (expected e.g. 2024-03-01 or 2024-03-01 12:00:00+00)"
+            )
+        })
+    }
+
+    /// A SQL literal with its cast, e.g. `'2024-03-01 00:00:00+00'::timestamptz`.
+    pub fn literal(self, value: i64) -> String {
+        match self {
+            TimeType::SmallInt | TimeType::Integer | TimeType::BigInt => {
+                format!("{value}::{}", self.sql_name())
+            }
+            _ => format!("'{}'::{}", self.display(value), self.sql_name()),
+        }
+    }
+
+    /// Human form of a value.
+    pub fn display(self, value: i64) -> String {
+        match self {
+            TimeType::SmallInt | TimeType::Integer | TimeType::BigInt => value.to_string(),
+            TimeType::Date => micros_to_utc(value).format("%Y-%m-%d").to_string(),
+            TimeType::Timestamp => micros_to_utc(value)
+                .format("%Y-%m-%d %H:%M:%S%.f")
+                .to_string(),
+            TimeType::Timestamptz => micros_to_utc(value)
+                .format("%Y-%m-%d %H:%M:%S%.f+00")
+                .to_string(),
+        }
+    }
+}
+
+fn micros_to_utc(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(v)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn parse_time(t: &str) -> Option<i64> {
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Some(d.timestamp_micros());
+    }
+    // Postgres prints offsets as +HH or +HH:MM.
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+    ] {
+        if let Ok(d) = DateTime::parse_from_str(t, fmt) {
+            return Some(d.timestamp_micros());
+        }
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(d) = NaiveDateTime::parse_from_str(t, fmt) {
+            return Some(d.and_utc().timestamp_micros());
+        }
+    }
+    NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc().timestamp_micros())
+}
+
+/// How a table is split into chunks.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableKind {
+    Hypertable,
+    Partitioned,
+    Plain,
+}
+
+/// A chunk or leaf partition and its time range `[start, end)`; `None` is unbounded.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Chunk {
+    pub relation: QualifiedName,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    /// TimescaleDB: the chunk is compressed (read it without ONLY so compressed rows count).
+    pub is_compressed: bool,
+    /// A DEFAULT partition: holds whatever no other partition's range takes.
+    pub is_default: bool,
+}
+
+/// A time-series table.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TimeSeriesTable {
+    pub table: QualifiedName,
+    pub time_column: String,
+    pub time_type: TimeType,
+    pub kind: TableKind,
+    /// Ordered by start; empty for plain tables.
+    pub chunks: Vec<Chunk>,
+}
+
+impl TimeSeriesTable {
+    /// `WHERE` condition for `[start, end)` on this table's time column.
+    pub fn range_condition(&self, start: Option<i64>, end: Option<i64>) -> String {
+        let col = quote_ident(&self.time_column);
+        match (start, end) {
+            (Some(a), Some(b)) => format!(
+                "{col} >= {} AND {col} < {}",
+                self.time_type.literal(a),
+                self.time_type.literal(b)
+            ),
+            (Some(a), None) => format!("{col} >= {}", self.time_type.literal(a)),
+            (None, Some(b)) => format!("{col} < {}", self.time_type.literal(b)),
+            (None, None) => "true".to_string(),
+        }
+    }
+}
+
+/// A `--table schema.table[:time_column]` argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSpec {
+    pub table: QualifiedName,
+    pub time_column: Option<String>,
+}
+
+impl std::str::FromStr for TableSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        // The time column follows the last ':' outside double quotes.
+        let mut in_quotes = false;
+        let mut split = None;
+        for (i, c) in s.char_indices() {
+            match c {
+                '"' => in_quotes = !in_quotes,
+                ':' if !in_quotes => split = Some(i),
+                _ => {}
+            }
+        }
+        let (name, column) = match split {
+            Some(i) => (
+                &s[..i],
+                Some(s[i + 1..].trim().trim_matches('"').to_string()),
+            ),
+            None => (s, None),
+        };
+        if column.as_deref() == Some("") {
+            return Err(format!("{s:?}: empty time column after ':'"));
+        }
+        Ok(TableSpec {
+            table: QualifiedName::parse(name)?,
+            time_column: column,
+        })
+    }
+}
+
+/// Discovery failed; names the table or column.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("table {0} does not exist")]
+    UnknownTable(QualifiedName),
+    #[error("table {table} has no column {column:?}")]
+    UnknownColumn {
+        table: QualifiedName,
+        column: String,
+    },
+    #[error("column {column:?} of {table} has type {pg_type}, which is not a time type (timestamptz, timestamp, date or an integer)")]
+    NotTime {
+        table: QualifiedName,
+        column: String,
+        pg_type: String,
+    },
+    #[error(
+        "table {0} is not partitioned by a single time column: name its time column as {0}:column"
+    )]
+    NoTimeColumn(QualifiedName),
+    #[error("cannot read partition bounds of {relation}: {detail}")]
+    Bounds {
+        relation: QualifiedName,
+        detail: String,
+    },
+    #[error("catalog query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// The installed TimescaleDB version, if any.
+pub async fn timescaledb_version(client: &Client) -> Result<Option<String>, CatalogError> {
+    let row = client
+        .query_opt(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Find the time-series tables: the named ones, or with none named, every hypertable and
+/// every range-partitioned table with a single time-like key.
+pub async fn discover(
+    client: &Client,
+    named: &[TableSpec],
+) -> Result<Vec<TimeSeriesTable>, CatalogError> {
+    client.batch_execute("SET TimeZone = 'UTC'").await?;
+    let has_tsdb = timescaledb_version(client).await?.is_some();
+    let mut out = Vec::new();
+    if named.is_empty() {
+        if has_tsdb {
+            for (schema, name) in hypertables(client).await? {
+                out.push(
+                    describe(client, &QualifiedName::new(schema, name), None, has_tsdb).await?,
+                );
+            }
+        }
+        let rows = client
+            .query(
+                "SELECT n.nspname, c.relname FROM pg_partitioned_table p
+                 JOIN pg_class c ON c.oid = p.partrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE p.partstrat = 'r' AND p.partnatts = 1 AND NOT c.relispartition
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                   AND n.nspname NOT LIKE '\\_timescaledb%'
+                 ORDER BY 1, 2",
+                &[],
+            )
+            .await?;
+        for r in rows {
+            let q = QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+            match describe(client, &q, None, has_tsdb).await {
+                // An integer range key is an id more often than a time: only when named.
+                Ok(t) if t.time_type.is_integer() => {}
+                Ok(t) => out.push(t),
+                // Range-partitioned by something that is not time: not a time-series table.
+                Err(CatalogError::NotTime { .. }) | Err(CatalogError::NoTimeColumn(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    } else {
+        for spec in named {
+            out.push(describe(client, &spec.table, spec.time_column.as_deref(), has_tsdb).await?);
+        }
+    }
+    Ok(out)
+}
+
+async fn hypertables(client: &Client) -> Result<Vec<(String, String)>, CatalogError> {
+    let rows = client
+        .query(
+            "SELECT hypertable_schema::text, hypertable_name::text FROM timescaledb_information.hypertables
+             WHERE hypertable_name::text NOT LIKE '\\_materialized\\_hypertable\\_%'
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Describe one table: kind, time column (given, or from its partition key / dimension) and chunks.
+pub async fn describe(
+    client: &Client,
+    table: &QualifiedName,
+    time_column: Option<&str>,
+    has_tsdb: bool,
+) -> Result<TimeSeriesTable, CatalogError> {
+    let row = client
+        .query_opt(
+            "SELECT c.oid::int8, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'f', 'v', 'm')",
+            &[&table.schema, &table.name],
+        )
+        .await?
+        .ok_or_else(|| CatalogError::UnknownTable(table.clone()))?;
+    let relkind: String = row.get(1);
+
+    let is_hypertable = has_tsdb
+        && client
+            .query_opt(
+                "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_schema::text = $1 AND hypertable_name::text = $2",
+                &[&table.schema, &table.name],
+            )
+            .await?
+            .is_some();
+
+    let column = match time_column {
+        Some(c) => c.to_string(),
+        None if is_hypertable => {
+            let r = client
+                .query_one(
+                    "SELECT column_name::text FROM timescaledb_information.dimensions
+                     WHERE hypertable_schema::text = $1 AND hypertable_name::text = $2
+                     ORDER BY dimension_number LIMIT 1",
+                    &[&table.schema, &table.name],
+                )
+                .await?;
+            r.get(0)
+        }
+        None if relkind == "p" => partition_key(client, table).await?,
+        None => return Err(CatalogError::NoTimeColumn(table.clone())),
+    };
+    let type_row = client
+        .query_opt(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&table.schema, &table.name, &column],
+        )
+        .await?
+        .ok_or_else(|| CatalogError::UnknownColumn {
+            table: table.clone(),
+            column: column.clone(),
+        })?;
+    let pg_type: String = type_row.get(0);
+    let time_type = TimeType::from_pg(&pg_type).ok_or_else(|| CatalogError::NotTime {
+        table: table.clone(),
+        column: column.clone(),
+        pg_type,
+    })?;
+
+    let (kind, chunks) = if is_hypertable {
+        (
+            TableKind::Hypertable,
+            hypertable_chunks(client, table, time_type).await?,
+        )
+    } else if relkind == "p"
+        && partition_key(client, table).await.ok().as_deref() == Some(column.as_str())
+    {
+        (
+            TableKind::Partitioned,
+            partitions(client, table, time_type).await?,
+        )
+    } else {
+        (TableKind::Plain, Vec::new())
+    };
+    Ok(TimeSeriesTable {
+        table: table.clone(),
+        time_column: column,
+        time_type,
+        kind,
+        chunks,
+    })
+}
+
+/// The single key column of a range-partitioned table.
+async fn partition_key(client: &Client, table: &QualifiedName) -> Result<String, CatalogError> {
+    let row = client
+        .query_opt(
+            "SELECT a.attname::text FROM pg_partitioned_table p
+             JOIN pg_class c ON c.oid = p.partrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = p.partattrs[0]
+             WHERE n.nspname = $1 AND c.relname = $2 AND p.partstrat = 'r' AND p.partnatts = 1 AND p.partattrs[0] <> 0",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    row.map(|r| r.get(0))
+        .ok_or_else(|| CatalogError::NoTimeColumn(table.clone()))
+}
+
+/// Leaf partitions (sub-partitions included) with their bounds.
+async fn partitions(
+    client: &Client,
+    table: &QualifiedName,
+    time_type: TimeType,
+) -> Result<Vec<Chunk>, CatalogError> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, pg_get_expr(c.relpartbound, c.oid),
+                    (SELECT pg_get_expr(pc.relpartbound, pc.oid) FROM pg_class pc WHERE pc.oid = t.parentrelid)
+             FROM pg_partition_tree(format('%I.%I', $1::text, $2::text)::regclass) t
+             JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE t.isleaf",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    let mut chunks = Vec::new();
+    for r in rows {
+        let relation = QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+        let bound: Option<String> = r.get(2);
+        let bound = bound.unwrap_or_default();
+        let chunk = if bound == "DEFAULT" {
+            Chunk {
+                relation,
+                start: None,
+                end: None,
+                is_compressed: false,
+                is_default: true,
+            }
+        } else {
+            let (start, end) =
+                parse_range_bound(&bound, time_type).map_err(|detail| CatalogError::Bounds {
+                    relation: relation.clone(),
+                    detail,
+                })?;
+            Chunk {
+                relation,
+                start,
+                end,
+                is_compressed: false,
+                is_default: false,
+            }
+        };
+        chunks.push(chunk);
+    }
+    chunks.sort_by_key(|c| (c.is_default, c.start));
+    Ok(chunks)
+}
+
+/// Parse `FOR VALUES FROM ('a') TO ('b')` (MINVALUE/MAXVALUE as unbounded).
+pub fn parse_range_bound(
+    text: &str,
+    time_type: TimeType,
+) -> Result<(Option<i64>, Option<i64>), String> {
+    let rest = text
+        .strip_prefix("FOR VALUES FROM (")
+        .ok_or_else(|| format!("not a range bound: {text:?}"))?;
+    let (from, rest) = rest
+        .split_once(") TO (")
+        .ok_or_else(|| format!("not a range bound: {text:?}"))?;
+    let to = rest
+        .strip_suffix(')')
+        .ok_or_else(|| format!("not a range bound: {text:?}"))?;
+    let value = |v: &str| -> Result<Option<i64>, String> {
+        match v.trim() {
+            "MINVALUE" | "MAXVALUE" => Ok(None),
+            v => time_type.parse(v).map(Some),
+        }
+    };
+    Ok((value(from)?, value(to)?))
+}
+
+async fn hypertable_chunks(
+    client: &Client,
+    table: &QualifiedName,
+    time_type: TimeType,
+) -> Result<Vec<Chunk>, CatalogError> {
+    let rows = client
+        .query(
+            "SELECT chunk_schema::text, chunk_name::text, range_start::text, range_end::text,
+                    range_start_integer, range_end_integer, is_compressed
+             FROM timescaledb_information.chunks
+             WHERE hypertable_schema::text = $1 AND hypertable_name::text = $2
+             ORDER BY range_start, range_start_integer",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    let mut chunks = Vec::new();
+    for r in rows {
+        let relation = QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+        let (start, end) = if time_type.is_integer() {
+            (r.get::<_, Option<i64>>(4), r.get::<_, Option<i64>>(5))
+        } else {
+            let parse = |v: Option<String>| -> Result<Option<i64>, CatalogError> {
+                v.map(|t| {
+                    TimeType::Timestamptz
+                        .parse(&t)
+                        .map_err(|detail| CatalogError::Bounds {
+                            relation: relation.clone(),
+                            detail,
+                        })
+                })
+                .transpose()
+            };
+            (parse(r.get(2))?, parse(r.get(3))?)
+        };
+        chunks.push(Chunk {
+            relation,
+            start,
+            end,
+            is_compressed: r.get::<_, Option<bool>>(6).unwrap_or(false),
+            is_default: false,
+        });
+    }
+    Ok(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_times_both_ways() {
+        let t = TimeType::Timestamptz;
+        let v = t.parse("2024-03-01 12:00:00+00").unwrap();
+        assert_eq!(t.parse("2024-03-01T12:00:00Z").unwrap(), v);
+        assert_eq!(t.parse("2024-03-01 14:00:00+02").unwrap(), v);
+        assert_eq!(t.parse(&t.display(v)).unwrap(), v);
+        assert_eq!(
+            TimeType::Date.parse("2024-03-01").unwrap(),
+            t.parse("2024-03-01 00:00:00+00").unwrap()
+        );
+        assert_eq!(t.literal(0), "'1970-01-01 00:00:00+00'::timestamptz");
+        assert!(t.parse("yesterday-ish").is_err());
+        assert_eq!(TimeType::BigInt.parse("42").unwrap(), 42);
+    }
+
+    #[test]
+    fn parses_partition_bounds() {
+        let t = TimeType::Timestamptz;
+        let (a, b) = parse_range_bound(
+            "FOR VALUES FROM ('2024-01-01 00:00:00+00') TO ('2024-01-02 00:00:00+00')",
+            t,
+        )
+        .unwrap();
+        assert_eq!(b.unwrap() - a.unwrap(), 86_400_000_000);
+        assert_eq!(
+            parse_range_bound(
+                "FOR VALUES FROM (MINVALUE) TO ('2024-01-01 00:00:00+00')",
+                t
+            )
+            .unwrap()
+            .0,
+            None
+        );
+        assert!(parse_range_bound("FOR VALUES IN (1)", t).is_err());
+    }
+
+    #[test]
+    fn table_specs() {
+        let s: TableSpec = "metrics.readings:ts".parse().unwrap();
+        assert_eq!(s.table, QualifiedName::new("metrics", "readings"));
+        assert_eq!(s.time_column.as_deref(), Some("ts"));
+        let s: TableSpec = "\"we:ird\".t".parse().unwrap();
+        assert_eq!(s.table.schema, "we:ird");
+        assert_eq!(s.time_column, None);
+        assert!("t:".parse::<TableSpec>().is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! `dualwrite-proxy`: a Postgres wire-protocol proxy that an application connects to instead of
+//! its database. In `primary-only` mode it is a faithful pass-through to the primary.
+//!
+//! # Layout
+//! - `config`: the TOML file and `DUALWRITE__*` overrides, resolved into `Settings`.
+//! - `server`: the accept loop, connection limit and ordered shutdown.
+//! - `session`: one client: startup, TLS, authentication, backend session, relay.
+//! - `relay`: forwarding frames both ways without re-encoding them.
+//! - `protocol`: framing, startup packets, and the few messages the proxy writes itself.
+//! - `auth`: client authentication (trust, md5, SCRAM-SHA-256).
+//! - `backend`: opening an authenticated session on a backend, and cancel requests.
+//! - `cancel`: the proxy's cancel keys mapped to backend sessions.
+//! - `tls`: client-side TLS and stream halves.
+//! - `admin`: the HTTP API (`/metrics`, `/status`).
+//! - `metrics`: metric names, descriptions and cached handles.
+
+pub mod admin;
+pub mod auth;
+pub mod backend;
+pub mod cancel;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+pub mod relay;
+pub mod server;
+pub mod session;
+pub mod tls;
+
+pub use config::Settings;
+pub use server::Proxy;
+
+use tokio_util::sync::CancellationToken;
+
+/// Bind and serve until `shutdown` fires.
+pub async fn run(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<(), server::ServeError> {
+    Proxy::bind(settings).await?.run(shutdown).await;
+    Ok(())
+}
+
+/// `dualwrite-proxy check`: connect to each configured backend with the URL's login and report
+/// its version. Returns one line per backend; an error names the backend that failed.
+pub async fn check(settings: &Settings) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    let backends = std::iter::once(&settings.source).chain(settings.target.as_ref());
+    for b in backends {
+        let client = dualwrite_common::connect(&b.url, "dualwrite-proxy check")
+            .await
+            .map_err(|e| format!("{}: {e}", b.side.name()))?;
+        let row = client
+            .query_one("SELECT current_setting('server_version')", &[])
+            .await
+            .map_err(|e| format!("{}: {e}", b.side.name()))?;
+        let version: String = row.get(0);
+        lines.push(format!(
+            "{}: {} reachable, PostgreSQL {version}",
+            b.side.name(),
+            b.url
+        ));
+    }
+    Ok(lines)
+}

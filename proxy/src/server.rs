@@ -1,0 +1,165 @@
+//! The listener: accepts clients, hands each to a session task, and shuts down in order
+//! (stop accepting, let sessions reach an idle point, then close what is left).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::cancel::Cancels;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+
+/// State every session and the admin API share.
+pub struct Shared {
+    settings: RwLock<Arc<Settings>>,
+    pub metrics: Metrics,
+    pub cancels: Cancels,
+    pub connection_slots: Arc<Semaphore>,
+    /// Fired at shutdown: sessions end at their next idle point.
+    pub graceful: CancellationToken,
+    /// Fired when the grace period is over: sessions end now.
+    pub kill: CancellationToken,
+    pub started: Instant,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .expect("settings lock poisoned")
+            .clone()
+    }
+
+    pub fn client_connections(&self) -> usize {
+        let s = self.settings();
+        s.max_client_connections
+            - self
+                .connection_slots
+                .available_permits()
+                .min(s.max_client_connections)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound proxy, ready to run. Binding first lets callers (tests, the demo) learn the
+/// addresses before traffic starts.
+pub struct Proxy {
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub async fn bind(settings: Settings) -> Result<Proxy, ServeError> {
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let admin = match settings.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            connection_slots: Arc::new(Semaphore::new(settings.max_client_connections)),
+            settings: RwLock::new(Arc::new(settings)),
+            metrics: Metrics::default(),
+            cancels: Cancels::default(),
+            graceful: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            started: Instant::now(),
+            next_id: AtomicU64::new(1),
+        });
+        Ok(Proxy {
+            listener,
+            admin,
+            shared,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serve until `shutdown` fires, then drain.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Proxy {
+            listener,
+            admin,
+            shared,
+        } = self;
+        let tracker = TaskTracker::new();
+        let settings = shared.settings();
+        info!(
+            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            mode = ?settings.mode,
+            primary = settings.primary.name(),
+            source = %settings.source.url,
+            "dualwrite-proxy listening"
+        );
+        if let Some(admin) = admin {
+            tracker.spawn(crate::admin::serve(admin, shared.clone(), shutdown.clone()));
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                        tracker.spawn(crate::session::handle(stream, peer, shared.clone(), id));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        tracker.close();
+        info!(
+            sessions = shared.client_connections(),
+            "shutting down: waiting for open transactions"
+        );
+        shared.graceful.cancel();
+        let grace = shared.settings().shutdown_timeout;
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            warn!(
+                sessions = shared.client_connections(),
+                "grace period over: closing remaining sessions"
+            );
+            shared.kill.cancel();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
+        }
+        info!("dualwrite-proxy stopped");
+    }
+}

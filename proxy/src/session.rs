@@ -1,0 +1,445 @@
+//! One client connection: startup and TLS negotiation, authentication, the backend session,
+//! then the relay until either side ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::auth::{self, AuthError};
+use crate::backend;
+use crate::config::{AuthMethod, TlsMode};
+use crate::protocol::{self, FrameError, ProxyError, Startup, StartupError};
+use crate::relay::{self, End};
+use crate::server::Shared;
+use crate::tls::{split, Reader, Writer};
+
+/// How long a client may take to send its startup packet and authenticate.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reading one whole message failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("connection closed")]
+    Eof,
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("protocol violation: {0}")]
+    Frame(#[from] FrameError),
+}
+
+impl MessageError {
+    pub fn to_client(&self) -> ProxyError {
+        match self {
+            MessageError::Frame(e) => ProxyError::fatal("08P01", e.to_string()),
+            other => ProxyError::fatal("08006", other.to_string()),
+        }
+    }
+}
+
+/// Read one whole message (`tag`, body) into `buf`, refusing lengths over `max`.
+pub async fn read_message(
+    r: &mut Reader,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<(u8, Bytes), MessageError> {
+    loop {
+        if let Some(h) = protocol::header(buf, max)? {
+            if buf.len() >= h.frame_len {
+                let frame = buf.split_to(h.frame_len).freeze();
+                return Ok((h.tag, frame.slice(5..)));
+            }
+            buf.reserve(h.frame_len - buf.len());
+        } else {
+            buf.reserve(8192);
+        }
+        if r.read_buf(buf).await.map_err(MessageError::Io)? == 0 {
+            return Err(MessageError::Eof);
+        }
+    }
+}
+
+/// Entry point for an accepted connection.
+pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, id: u64) {
+    let span = tracing::info_span!("session", id, %peer, user = tracing::field::Empty);
+    async move {
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "set_nodelay");
+        }
+        run(stream, shared).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// What the startup phase produced.
+struct Client {
+    reader: Reader,
+    writer: Writer,
+    tls: bool,
+    minor: u16,
+    params: Vec<(String, String)>,
+    unsupported_options: Vec<String>,
+}
+
+async fn send_error(w: &mut Writer, e: &ProxyError) {
+    let _ = w.write_all(&e.to_bytes()).await;
+    let _ = w.flush().await;
+}
+
+async fn run(stream: TcpStream, shared: Arc<Shared>) {
+    let metrics = &shared.metrics;
+    let client = match tokio::time::timeout(STARTUP_TIMEOUT, startup(stream, &shared)).await {
+        Ok(Ok(Some(c))) => c,
+        Ok(Ok(None)) => return, // cancel request or client gone during negotiation
+        Ok(Err((mut w, e))) => {
+            metrics.error(e.kind());
+            debug!(error = %e, "startup refused");
+            if let Some(w) = w.as_mut() {
+                send_error(w, &e.to_client()).await;
+            }
+            return;
+        }
+        Err(_) => {
+            metrics.error("startup_timeout");
+            return;
+        }
+    };
+    let Client {
+        mut reader,
+        mut writer,
+        tls,
+        minor,
+        params,
+        unsupported_options,
+    } = client;
+    let param = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let Some(user) = param("user") else {
+        metrics.error("startup");
+        send_error(
+            &mut writer,
+            &ProxyError::fatal(
+                "28000",
+                "no PostgreSQL user name specified in startup packet",
+            ),
+        )
+        .await;
+        return;
+    };
+    let database = param("database").unwrap_or_else(|| user.clone());
+    tracing::Span::current().record("user", user.as_str());
+    if param("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
+        metrics.error("startup");
+        send_error(
+            &mut writer,
+            &ProxyError::fatal(
+                "0A000",
+                "replication connections are not supported through dualwrite-proxy",
+            )
+            .with_hint("connect to the database server directly for replication"),
+        )
+        .await;
+        return;
+    }
+    let settings = shared.settings();
+    if settings.tls_mode == TlsMode::Require && !tls {
+        metrics.error("tls_required");
+        send_error(
+            &mut writer,
+            &ProxyError::fatal("28000", "the proxy requires TLS for all connections")
+                .with_hint("connect with sslmode=require or stronger"),
+        )
+        .await;
+        return;
+    }
+    let Ok(_permit) = shared.connection_slots.clone().try_acquire_owned() else {
+        metrics.error("too_many_clients");
+        send_error(
+            &mut writer,
+            &ProxyError::fatal("53300", "sorry, too many clients already")
+                .with_hint("raise max_client_connections in the proxy's config; each client uses one backend connection per database"),
+        )
+        .await;
+        return;
+    };
+
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut out = BytesMut::new();
+    if minor > 0 || !unsupported_options.is_empty() {
+        protocol::negotiate_protocol_version(&mut out, &unsupported_options);
+        if writer.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+    }
+
+    let user_entry = settings.users.get(&user).cloned();
+    let authed = tokio::time::timeout(STARTUP_TIMEOUT, async {
+        match settings.auth_method {
+            AuthMethod::Trust => Ok(()),
+            AuthMethod::Md5 => {
+                auth::md5(
+                    &mut reader,
+                    &mut writer,
+                    &mut buf,
+                    &user,
+                    user_entry.as_ref().and_then(|u| u.password.as_ref()),
+                )
+                .await
+            }
+            AuthMethod::ScramSha256 => {
+                auth::scram(
+                    &mut reader,
+                    &mut writer,
+                    &mut buf,
+                    &user,
+                    user_entry.as_ref().and_then(|u| u.scram.as_ref()),
+                )
+                .await
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err(AuthError::Protocol("authentication timed out".into())));
+    if let Err(e) = authed {
+        metrics.error("client_auth");
+        info!(user = %user, error = %e, "client authentication failed");
+        send_error(&mut writer, &e.to_client()).await;
+        return;
+    }
+
+    let primary = settings.primary_backend().clone();
+    let password = user_entry
+        .as_ref()
+        .and_then(|u| u.backend_password(primary.side).cloned())
+        .or_else(|| {
+            (primary.url.user == user)
+                .then(|| primary.url.password.clone())
+                .flatten()
+        });
+    let started = std::time::Instant::now();
+    let conn = match backend::connect(
+        &primary,
+        &user,
+        &database,
+        password.as_ref(),
+        &params,
+        settings.connect_timeout,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            metrics.error(e.kind());
+            match &e {
+                backend::BackendError::Rejected { .. } => {
+                    info!(error = %e, "backend refused session")
+                }
+                _ => warn!(error = %e, "backend session failed"),
+            }
+            let _ = writer.write_all(&e.to_client()).await;
+            let _ = writer.flush().await;
+            return;
+        }
+    };
+    metrics.backend_connect(started.elapsed());
+
+    // Our own cancel key, mapped to the backend's.
+    let cancel_guard = conn.key.as_ref().map(|(pid, secret)| {
+        shared
+            .cancels
+            .register(primary.clone(), *pid, secret.clone())
+    });
+    auth::ok(&mut out);
+    out.extend_from_slice(&conn.greeting);
+    if let Some(g) = &cancel_guard {
+        protocol::backend_key_data(&mut out, g.pid, g.secret);
+    }
+    protocol::ready_for_query(&mut out, b'I');
+    if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
+        return;
+    }
+    drop(out);
+
+    let _gauge = metrics.session_open();
+    debug!(user = %user, database = %database, "session started");
+    let mut backend_reader = conn.reader;
+    let mut backend_writer = conn.writer;
+    let flow = relay::Flow::default();
+    let end = relay::run(
+        relay::Ends {
+            client_reader: &mut reader,
+            client_writer: &mut writer,
+            backend_reader: &mut backend_reader,
+            backend_writer: &mut backend_writer,
+        },
+        buf,
+        conn.leftover,
+        &flow,
+        &shared,
+    )
+    .await;
+    let side = primary.side.name();
+    let farewell = match &end {
+        End::Terminated | End::ClientGone => None,
+        End::BackendGone => Some(ProxyError::fatal(
+            "08006",
+            format!("the {side} database closed the connection unexpectedly"),
+        )),
+        End::Protocol(e) => {
+            metrics.error("protocol");
+            Some(ProxyError::fatal(
+                "08P01",
+                format!("invalid frontend message: {e}"),
+            ))
+        }
+        End::Shutdown => Some(ProxyError::fatal(
+            "57P01",
+            "terminating connection because dualwrite-proxy is shutting down",
+        )),
+    };
+    debug!(?end, "session ended");
+    if let Some(e) = farewell {
+        if flow.client_at_boundary() {
+            send_error(&mut writer, &e).await;
+        }
+        if !matches!(end, End::BackendGone) {
+            // Politely end the backend session.
+            let _ = backend_writer.write_all(b"X\0\0\0\x04").await;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// The startup error and, when the client can still be written to, its writer.
+#[derive(Debug, thiserror::Error)]
+enum StartupFailure {
+    #[error("{0}")]
+    Startup(#[from] StartupError),
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("TLS was requested twice")]
+    TlsTwice,
+}
+
+impl StartupFailure {
+    fn kind(&self) -> &'static str {
+        match self {
+            StartupFailure::Startup(_) | StartupFailure::TlsTwice => "startup",
+            StartupFailure::Io(_) => "io",
+            StartupFailure::Tls(_) => "tls",
+        }
+    }
+
+    fn to_client(&self) -> ProxyError {
+        match self {
+            StartupFailure::Startup(StartupError::UnsupportedProtocol { .. }) => {
+                ProxyError::fatal("0A000", self.to_string())
+            }
+            _ => ProxyError::fatal("08P01", self.to_string()),
+        }
+    }
+}
+
+type StartupResult = Result<Option<Client>, (Option<Writer>, StartupFailure)>;
+
+/// Negotiate TLS (and refuse GSSAPI encryption) until a StartupMessage or CancelRequest.
+async fn startup(stream: TcpStream, shared: &Shared) -> StartupResult {
+    let settings = shared.settings();
+    let (mut reader, mut writer): (Reader, Writer) = {
+        let (r, w) = stream.into_split();
+        (Box::new(r), Box::new(w))
+    };
+    let mut tls = false;
+    loop {
+        let mut len = [0u8; 4];
+        if let Err(e) = reader.read_exact(&mut len).await {
+            return if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Ok(None)
+            } else {
+                Err((None, StartupFailure::Io(e)))
+            };
+        }
+        let len = match protocol::startup_len(len) {
+            Ok(l) => l,
+            Err(e) => return Err((Some(writer), e.into())),
+        };
+        let mut packet = vec![0u8; len];
+        packet[..4].copy_from_slice(&(len as i32).to_be_bytes());
+        if let Err(e) = reader.read_exact(&mut packet[4..]).await {
+            return Err((None, StartupFailure::Io(e)));
+        }
+        match protocol::parse_startup(&packet) {
+            Err(e) => return Err((Some(writer), e.into())),
+            Ok(Startup::Ssl) => {
+                if tls {
+                    return Err((Some(writer), StartupFailure::TlsTwice));
+                }
+                match (&settings.tls, settings.tls_mode) {
+                    (Some(config), TlsMode::Allow | TlsMode::Require) => {
+                        if let Err(e) = writer.write_all(b"S").await {
+                            return Err((None, StartupFailure::Io(e)));
+                        }
+                        // Rejoin the halves for the handshake.
+                        let stream = rejoin(reader, writer);
+                        let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                        match acceptor.accept(stream).await {
+                            Ok(t) => {
+                                (reader, writer) = split(t);
+                                tls = true;
+                            }
+                            Err(e) => return Err((None, StartupFailure::Tls(e))),
+                        }
+                    }
+                    _ => {
+                        if let Err(e) = writer.write_all(b"N").await {
+                            return Err((None, StartupFailure::Io(e)));
+                        }
+                    }
+                }
+            }
+            Ok(Startup::GssEnc) => {
+                if let Err(e) = writer.write_all(b"N").await {
+                    return Err((None, StartupFailure::Io(e)));
+                }
+            }
+            Ok(Startup::Cancel { pid, secret }) => {
+                shared
+                    .cancels
+                    .cancel(pid, &secret, &shared.metrics, settings.connect_timeout)
+                    .await;
+                return Ok(None);
+            }
+            Ok(Startup::Session {
+                minor,
+                params,
+                unsupported_options,
+            }) => {
+                return Ok(Some(Client {
+                    reader,
+                    writer,
+                    tls,
+                    minor,
+                    params,
+                    unsupported_options,
+                }))
+            }
+        }
+    }
+}
+
+/// Join a reader and writer back into one stream for a TLS handshake.
+fn rejoin(reader: Reader, writer: Writer) -> tokio::io::Join<Reader, Writer> {
+    tokio::io::join(reader, writer)
+}

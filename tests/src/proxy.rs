@@ -1,0 +1,101 @@
+//! `dualwrite-proxy` in-process, on free loopback ports.
+
+use std::net::SocketAddr;
+
+use dualwrite_proxy::{Proxy, Settings};
+use tokio_util::sync::CancellationToken;
+
+/// A running proxy; shut down (gracefully) on drop.
+pub struct ProxyHandle {
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProxyHandle {
+    /// Start a proxy from TOML. `listen` and `admin_listen` default to free loopback ports
+    /// unless the TOML sets them. Must be called inside a tokio runtime.
+    pub async fn start(toml: &str) -> ProxyHandle {
+        let mut text = String::new();
+        if !toml.contains("\nlisten") && !toml.starts_with("listen") {
+            text.push_str("listen = \"127.0.0.1:0\"\n");
+        }
+        if !toml.contains("admin_listen") {
+            text.push_str("admin_listen = \"127.0.0.1:0\"\n");
+        }
+        text.push_str(toml);
+        let settings =
+            Settings::from_toml(&text).unwrap_or_else(|e| panic!("proxy config: {e}\n{text}"));
+        let proxy = Proxy::bind(settings).await.expect("binding the proxy");
+        let addr = proxy.local_addr();
+        let admin = proxy.admin_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(proxy.run(shutdown.clone()));
+        ProxyHandle {
+            addr,
+            admin,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A URL that reaches `db` through the proxy as `user`.
+    pub fn url(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/{db}?sslmode=disable",
+            self.addr.port()
+        )
+    }
+
+    /// Stop accepting and wait for the proxy to drain.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// `GET` an admin path, returning the body.
+    pub async fn admin_get(&self, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.admin.expect("admin_listen is set");
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect admin");
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write admin request");
+        let mut out = String::new();
+        s.read_to_string(&mut out)
+            .await
+            .expect("read admin response");
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        assert!(out.starts_with("HTTP/1.1 200"), "admin {path}: {out}");
+        body
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// TOML for a pass-through proxy in front of `source_url` with one SCRAM user that logs in to
+/// the backend with the same name and password.
+pub fn passthrough_toml(source_url: &str, user: &str, password: &str) -> String {
+    format!(
+        "mode = \"primary-only\"\nprimary = \"source\"\n[source]\nurl = \"{source_url}\"\n\
+         [auth]\nmethod = \"scram-sha-256\"\nusers = [{{ name = \"{user}\", password = \"{password}\" }}]\n"
+    )
+}

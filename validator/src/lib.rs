@@ -1,0 +1,1 @@
+//! `dualwrite-validator`: proves the target holds what the source holds.
