@@ -99,3 +99,78 @@ pub fn passthrough_toml(source_url: &str, user: &str, password: &str) -> String 
          [auth]\nmethod = \"scram-sha-256\"\nusers = [{{ name = \"{user}\", password = \"{password}\" }}]\n"
     )
 }
+
+/// A cluster with database `app` owned by login role `app` (password `app-secret`), and a
+/// pass-through proxy in front of it.
+pub struct Passthrough {
+    pub cluster: crate::Cluster,
+    pub proxy: ProxyHandle,
+}
+
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-secret";
+
+impl Passthrough {
+    pub async fn start() -> Passthrough {
+        Self::start_with("scram-sha-256", "").await
+    }
+
+    /// `method` is the proxy's `auth.method`; `extra` is appended to the TOML (top-level keys
+    /// must come before any section, so pass sections only, or use `top`).
+    pub async fn start_with(method: &str, extra: &str) -> Passthrough {
+        Self::start_full(method, "", extra).await
+    }
+
+    pub async fn start_full(method: &str, top: &str, extra: &str) -> Passthrough {
+        let cluster = crate::Cluster::start(&crate::PgBin::source());
+        cluster.create_role(APP_USER, APP_PASSWORD, "");
+        cluster.psql("postgres", "CREATE DATABASE app OWNER app");
+        let toml = format!(
+            "{top}\nmode = \"primary-only\"\n[source]\nurl = \"{}\"\n[auth]\nmethod = \"{method}\"\n\
+             users = [{{ name = \"{APP_USER}\", password = \"{APP_PASSWORD}\" }}]\n{extra}",
+            cluster.url("app")
+        );
+        let proxy = ProxyHandle::start(&toml).await;
+        Passthrough { cluster, proxy }
+    }
+
+    pub fn url(&self) -> String {
+        self.proxy.url(APP_USER, APP_PASSWORD, "app")
+    }
+
+    /// A tokio-postgres client through the proxy; its connection is driven on a task.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connecting through the proxy");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    /// Sessions of `app` on the backend (to find leaked backend connections).
+    pub fn backend_sessions(&self) -> usize {
+        self.cluster
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'",
+            )
+            .parse()
+            .expect("a count")
+    }
+
+    /// Wait until the backend has `n` sessions of `app` (they end asynchronously).
+    pub async fn wait_backend_sessions(&self, n: usize) {
+        for _ in 0..100 {
+            if self.backend_sessions() == n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "backend still has {} sessions of app, expected {n}",
+            self.backend_sessions()
+        );
+    }
+}
