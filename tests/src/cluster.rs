@@ -63,6 +63,18 @@ fn give_to_postgres(path: &Path) {
     }
 }
 
+/// Make `dir` and the named files in it usable by the `postgres` OS user (a server key must be
+/// owned by the server's user with mode 0600).
+pub fn hand_to_postgres(dir: &Path, files: &[&str]) {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    for f in files {
+        let p = dir.join(f);
+        give_to_postgres(&p);
+        let mode = if f.ends_with(".key") { 0o600 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod file");
+    }
+}
+
 fn run(cmd: &mut Command, what: &str) -> Output {
     let out = cmd
         .output()
