@@ -6,6 +6,7 @@
 //! - `certs`: a throwaway CA and server certificate (openssl).
 //! - `pair`: a source and a target cluster with a fresh database each.
 //! - `proxy`: `dualwrite-proxy` started in-process on free ports.
+//! - `raw`: a raw wire-protocol client for malformed input.
 //!
 //! Clusters run as the `postgres` OS user when this process is root (PostgreSQL refuses root).
 //! When a cluster cannot start, the harness panics with the reason and the server log: a test
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod pair;
 pub mod pgbin;
 pub mod proxy;
+pub mod raw;
 
 pub use cluster::Cluster;
 pub use pair::Pair;
