@@ -120,8 +120,12 @@ async fn client_to_backend(
 ) -> End {
     let max = shared.settings().max_message_bytes;
     let m = &shared.metrics;
-    let graceful = shared.graceful.clone();
-    let kill = shared.kill.clone();
+    // Created once: polling a fresh `cancelled()` per message would register and unregister a
+    // waiter on a token every session shares.
+    let graceful = shared.graceful.cancelled();
+    let kill = shared.kill.cancelled();
+    tokio::pin!(graceful, kill);
+    let mut graceful_seen = false;
     loop {
         if flow.draining.load(Ordering::Acquire) && flow.idle() {
             return End::Shutdown;
@@ -132,8 +136,9 @@ async fn client_to_backend(
         let draining = flow.draining.load(Ordering::Acquire);
         let read = tokio::select! {
             biased;
-            _ = kill.cancelled() => return End::Shutdown,
-            _ = graceful.cancelled(), if !draining => {
+            _ = &mut kill => return End::Shutdown,
+            _ = &mut graceful, if !graceful_seen => {
+                graceful_seen = true;
                 flow.draining.store(true, Ordering::Release);
                 continue;
             }
