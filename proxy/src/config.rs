@@ -39,6 +39,78 @@ pub struct FileConfig {
     pub connect_timeout: String,
     #[serde(default = "default_max_message")]
     pub max_message_bytes: usize,
+    #[serde(default)]
+    pub secondary: SecondaryConfig,
+    #[serde(default)]
+    pub journal: JournalConfig,
+}
+
+/// How the secondary is fed in `dual-write` mode.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondaryConfig {
+    /// Bytes of client messages a session may have queued for its secondary.
+    #[serde(default = "default_max_lag")]
+    pub max_lag_bytes: usize,
+    /// At the bound: `backpressure` (the client waits; nothing is lost) or `journal`
+    /// (journal the session's writes and detach its secondary).
+    #[serde(default)]
+    pub on_lag: OnLag,
+    /// First wait before reconnecting a lost secondary; doubles up to 30s.
+    #[serde(default = "default_reconnect")]
+    pub reconnect_backoff: String,
+}
+
+impl Default for SecondaryConfig {
+    fn default() -> Self {
+        SecondaryConfig {
+            max_lag_bytes: default_max_lag(),
+            on_lag: OnLag::default(),
+            reconnect_backoff: default_reconnect(),
+        }
+    }
+}
+
+fn default_max_lag() -> usize {
+    16 * 1024 * 1024
+}
+fn default_reconnect() -> String {
+    "500ms".into()
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnLag {
+    #[default]
+    Backpressure,
+    Journal,
+}
+
+/// Where statements the secondary missed are kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    #[serde(default = "default_journal_dir")]
+    pub dir: String,
+    /// Appends are fsync'd together at most this often (group commit).
+    #[serde(default = "default_fsync_interval")]
+    pub fsync_interval: String,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            dir: default_journal_dir(),
+            fsync_interval: default_fsync_interval(),
+        }
+    }
+}
+
+fn default_journal_dir() -> String {
+    "dualwrite-journal".into()
+}
+fn default_fsync_interval() -> String {
+    "10ms".into()
 }
 
 fn default_listen() -> String {
@@ -174,6 +246,9 @@ pub enum ConfigError {
     Secret(#[from] secret::SecretError),
 }
 
+/// Whether this build can run `mode = "dual-write"`.
+const DUAL_WRITE_READY: bool = false;
+
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Key {
         key: key.to_string(),
@@ -227,6 +302,11 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_message_bytes: usize,
+    pub max_lag_bytes: usize,
+    pub on_lag: OnLag,
+    pub reconnect_backoff: Duration,
+    pub journal_dir: PathBuf,
+    pub fsync_interval: Duration,
     pub config_path: Option<PathBuf>,
 }
 
@@ -282,11 +362,17 @@ impl Settings {
                 )
             })?)
         };
-        if file.mode == Mode::DualWrite {
-            return Err(key_err(
-                "mode",
-                "\"dual-write\" is not available in this build; use \"primary-only\"",
-            ));
+        if file.mode == Mode::DualWrite && file.target.is_none() {
+            return Err(key_err("mode", "is \"dual-write\" but there is no [target] section"));
+        }
+        if file.mode == Mode::DualWrite && !DUAL_WRITE_READY {
+            return Err(key_err("mode", "\"dual-write\" is not available in this build; use \"primary-only\""));
+        }
+        if file.secondary.max_lag_bytes < 64 * 1024 {
+            return Err(key_err("secondary.max_lag_bytes", "must be at least 65536"));
+        }
+        if file.journal.dir.is_empty() {
+            return Err(key_err("journal.dir", "must not be empty"));
         }
         let source = resolve_backend("source", Side::Source, &file.source)?;
         let target = file
@@ -395,8 +481,21 @@ impl Settings {
             shutdown_timeout: duration("shutdown_timeout", &file.shutdown_timeout)?,
             connect_timeout: duration("connect_timeout", &file.connect_timeout)?,
             max_message_bytes: file.max_message_bytes,
+            max_lag_bytes: file.secondary.max_lag_bytes,
+            on_lag: file.secondary.on_lag,
+            reconnect_backoff: duration("secondary.reconnect_backoff", &file.secondary.reconnect_backoff)?,
+            journal_dir: PathBuf::from(&file.journal.dir),
+            fsync_interval: duration("journal.fsync_interval", &file.journal.fsync_interval)?,
             config_path: None,
         })
+    }
+
+    /// The backend that receives the writes as well (dual-write), if any.
+    pub fn secondary_backend(&self) -> Option<&Backend> {
+        match self.primary {
+            Side::Source => self.target.as_ref(),
+            Side::Target => Some(&self.source),
+        }
     }
 
     /// The backend currently serving clients.
