@@ -8,8 +8,16 @@ use std::process::Command;
 pub fn binary(package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
     // target/<profile>/deps/<test> -> target/<profile>
-    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("test binary lives in target/<profile>/deps").to_path_buf();
-    let profile = profile_dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_string();
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_string();
     let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut cmd = Command::new(cargo);
@@ -27,7 +35,11 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
         }
     }
     let out = cmd.output().expect("running cargo build");
-    assert!(out.status.success(), "building {name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "building {name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let path = profile_dir.join(name);
     assert!(path.exists(), "{} was not built", path.display());
     path

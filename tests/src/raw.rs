@@ -74,16 +74,25 @@ pub fn query(sql: &str) -> Vec<u8> {
 
 impl RawClient {
     pub async fn connect(port: u16) -> RawClient {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect to proxy");
-        RawClient { stream, buf: BytesMut::new() }
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect to proxy");
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+        }
     }
 
     /// Connect and log in (the proxy must use `trust`), up to the first ReadyForQuery.
     pub async fn login(port: u16, user: &str, db: &str) -> RawClient {
         let mut c = Self::connect(port).await;
-        c.send(&startup_packet(&[("user", user), ("database", db)])).await;
+        c.send(&startup_packet(&[("user", user), ("database", db)]))
+            .await;
         let msgs = c.until(b'Z').await;
-        assert!(msgs.iter().any(|m| m.tag == b'R'), "no AuthenticationOk: {msgs:?}");
+        assert!(
+            msgs.iter().any(|m| m.tag == b'R'),
+            "no AuthenticationOk: {msgs:?}"
+        );
         c
     }
 
@@ -95,7 +104,8 @@ impl RawClient {
     pub async fn recv(&mut self) -> Option<Msg> {
         loop {
             if self.buf.len() >= 5 {
-                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
                 if self.buf.len() > len {
                     let tag = self.buf.get_u8();
                     self.buf.advance(4);
@@ -103,7 +113,9 @@ impl RawClient {
                     return Some(Msg { tag, body });
                 }
             }
-            match tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf)).await {
+            match tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                .await
+            {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return None,
             }
@@ -114,7 +126,9 @@ impl RawClient {
     pub async fn until(&mut self, tag: u8) -> Vec<Msg> {
         let mut out = Vec::new();
         loop {
-            let m = self.recv().await.unwrap_or_else(|| panic!("connection ended before {:?}; got {out:?}", tag as char));
+            let m = self.recv().await.unwrap_or_else(|| {
+                panic!("connection ended before {:?}; got {out:?}", tag as char)
+            });
             let done = m.tag == tag;
             out.push(m);
             if done {

@@ -14,21 +14,31 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Er
 }
 
 fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_refuses_wrong_password_and_unknown_user_alike() {
     let p = Passthrough::start().await;
-    let wrong = connect(&p.proxy.url("app", "not-it", "app")).await.unwrap_err();
+    let wrong = connect(&p.proxy.url("app", "not-it", "app"))
+        .await
+        .unwrap_err();
     assert_eq!(code(&wrong), "28P01");
-    let unknown = connect(&p.proxy.url("mallory", "x", "app")).await.unwrap_err();
+    let unknown = connect(&p.proxy.url("mallory", "x", "app"))
+        .await
+        .unwrap_err();
     assert_eq!(code(&unknown), "28P01");
     let msg = unknown.as_db_error().unwrap().message().to_string();
     assert_eq!(msg, "password authentication failed for user \"mallory\"");
     // The right password works and the backend sees the client's own user.
     let c = connect(&p.url()).await.unwrap();
-    let who: String = c.query_one("SELECT session_user::text", &[]).await.unwrap().get(0);
+    let who: String = c
+        .query_one("SELECT session_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(who, "app");
     // Nothing was leaked to the backend by the failed attempts.
     drop(c);
@@ -38,12 +48,29 @@ async fn scram_refuses_wrong_password_and_unknown_user_alike() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn md5_and_trust_methods() {
     let p = Passthrough::start_with("md5", "").await;
-    connect(&p.url()).await.unwrap().simple_query("SELECT 1").await.unwrap();
-    assert_eq!(code(&connect(&p.proxy.url("app", "nope", "app")).await.unwrap_err()), "28P01");
+    connect(&p.url())
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            &connect(&p.proxy.url("app", "nope", "app"))
+                .await
+                .unwrap_err()
+        ),
+        "28P01"
+    );
 
     let t = Passthrough::start_with("trust", "").await;
     // Trust: any password is accepted by the proxy; the backend login uses the configured one.
-    connect(&t.proxy.url("app", "whatever", "app")).await.unwrap().simple_query("SELECT 1").await.unwrap();
+    connect(&t.proxy.url("app", "whatever", "app"))
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,20 +87,32 @@ async fn backend_passwords_per_side_and_backend_refusals_are_relayed() {
     std::env::set_var("DW_TEST_STALE_PW", "wrong-backend-secret");
     c.create_role("stale", "the-real-one", "");
     let proxy = ProxyHandle::start(&toml).await;
-    let ok = connect(&proxy.url("report", "client-pw", "app")).await.unwrap();
+    let ok = connect(&proxy.url("report", "client-pw", "app"))
+        .await
+        .unwrap();
     ok.simple_query("SELECT 1").await.unwrap();
     // The backend refuses the stale password: the client sees the server's own error, and no
     // secret appears in it.
-    let err = connect(&proxy.url("stale", "client-pw", "app")).await.unwrap_err();
+    let err = connect(&proxy.url("stale", "client-pw", "app"))
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), "28P01");
     let text = format!("{err:?}");
-    assert!(!text.contains("wrong-backend-secret") && !text.contains("client-pw"), "{text}");
+    assert!(
+        !text.contains("wrong-backend-secret") && !text.contains("client-pw"),
+        "{text}"
+    );
     // A database that does not exist: the server's 3D000, relayed.
-    let err = connect(&proxy.url("report", "client-pw", "nope")).await.unwrap_err();
+    let err = connect(&proxy.url("report", "client-pw", "nope"))
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), "3D000");
     // /status never shows a password.
     let status = proxy.admin_get("/status").await;
-    assert!(!status.contains("postgres:postgres") && !status.contains("pw"), "{status}");
+    assert!(
+        !status.contains("postgres:postgres") && !status.contains("pw"),
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +136,13 @@ async fn client_tls_required_and_verified() {
     .parse()
     .unwrap();
     let c = dualwrite_common::connect(&url, "test").await.unwrap();
-    assert_eq!(c.query_one("SELECT 41 + 1", &[]).await.unwrap().get::<_, i32>(0), 42);
+    assert_eq!(
+        c.query_one("SELECT 41 + 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        42
+    );
     // psql (libpq) too.
     let out = std::process::Command::new(PgBin::source().bin("psql"))
         .env("PGPASSWORD", APP_PASSWORD)
@@ -109,7 +154,11 @@ async fn client_tls_required_and_verified() {
         .args(["-X", "-A", "-t", "-c", "SELECT 'over tls'"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over tls");
 }
 
@@ -131,18 +180,36 @@ async fn backend_tls_verify_full_checks_the_chain_and_the_name() {
     };
     // verify-ca: the chain is ours, the name (127.0.0.1) is not in the certificate: accepted.
     let proxy = ProxyHandle::start(&proxy_for("verify-ca", &certs.ca())).await;
-    let client = connect(&proxy.url("app", APP_PASSWORD, "app")).await.unwrap();
-    let ssl: bool = client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap().get(0);
+    let client = connect(&proxy.url("app", APP_PASSWORD, "app"))
+        .await
+        .unwrap();
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert!(ssl, "backend session must be encrypted");
     // verify-full: the name does not match: refused with 08001, no details leaked.
     let proxy = ProxyHandle::start(&proxy_for("verify-full", &certs.ca())).await;
-    let err = connect(&proxy.url("app", APP_PASSWORD, "app")).await.unwrap_err();
+    let err = connect(&proxy.url("app", APP_PASSWORD, "app"))
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), "08001");
     assert!(!format!("{err:?}").contains("postgres:postgres"));
     // Another CA: refused.
     let other = TestCerts::new(&["127.0.0.1"]);
     let proxy = ProxyHandle::start(&proxy_for("verify-ca", &other.ca())).await;
-    assert_eq!(code(&connect(&proxy.url("app", APP_PASSWORD, "app")).await.unwrap_err()), "08001");
+    assert_eq!(
+        code(
+            &connect(&proxy.url("app", APP_PASSWORD, "app"))
+                .await
+                .unwrap_err()
+        ),
+        "08001"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,5 +222,10 @@ async fn max_client_connections_gives_53300() {
     // A slot frees when a client leaves.
     drop(a);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    connect(&p.url()).await.unwrap().simple_query("SELECT 1").await.unwrap();
+    connect(&p.url())
+        .await
+        .unwrap()
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
 }

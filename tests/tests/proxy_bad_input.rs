@@ -12,7 +12,10 @@ async fn trust() -> Passthrough {
 /// The proxy still serves a normal client.
 async fn still_serves(p: &Passthrough) {
     let c = p.client().await;
-    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,10 +32,14 @@ async fn garbage_startup_and_unsupported_protocol() {
     c.send(&[0, 0, 0, 8, 0, 2, 0, 0]).await;
     let msgs = c.until_closed().await;
     assert_eq!(msgs[0].sqlstate().as_deref(), Some("0A000"), "{msgs:?}");
-    assert!(msgs[0].field(b'M').unwrap().contains("unsupported frontend protocol 2.0"));
+    assert!(msgs[0]
+        .field(b'M')
+        .unwrap()
+        .contains("unsupported frontend protocol 2.0"));
     // A startup packet with an unterminated parameter.
     let mut c = RawClient::connect(p.proxy.port()).await;
-    c.send(&[0, 0, 0, 13, 0, 3, 0, 0, b'u', b's', b'e', b'r', 0]).await;
+    c.send(&[0, 0, 0, 13, 0, 3, 0, 0, b'u', b's', b'e', b'r', 0])
+        .await;
     let msgs = c.until_closed().await;
     assert_eq!(msgs[0].sqlstate().as_deref(), Some("08P01"), "{msgs:?}");
     // No user name.
@@ -46,7 +53,10 @@ async fn garbage_startup_and_unsupported_protocol() {
     pkt[7] = 2;
     c.send(&pkt).await;
     let msgs = c.until(b'Z').await;
-    assert_eq!(msgs[0].tag, b'v', "NegotiateProtocolVersion first: {msgs:?}");
+    assert_eq!(
+        msgs[0].tag, b'v',
+        "NegotiateProtocolVersion first: {msgs:?}"
+    );
     c.send(&query("SELECT 1")).await;
     assert!(c.until(b'Z').await.iter().any(|m| m.tag == b'D'));
     still_serves(&p).await;
@@ -58,18 +68,35 @@ async fn oversized_and_unknown_messages_are_protocol_violations() {
     let mut c = RawClient::login(p.proxy.port(), "app", "app").await;
     c.send(&[b'Q', 0x7f, 0xff, 0xff, 0xff]).await;
     let msgs = c.until_closed().await;
-    assert_eq!(msgs.last().and_then(|m| m.sqlstate()).as_deref(), Some("08P01"), "{msgs:?}");
-    assert!(msgs.last().unwrap().field(b'M').unwrap().contains("exceeds the maximum"));
+    assert_eq!(
+        msgs.last().and_then(|m| m.sqlstate()).as_deref(),
+        Some("08P01"),
+        "{msgs:?}"
+    );
+    assert!(msgs
+        .last()
+        .unwrap()
+        .field(b'M')
+        .unwrap()
+        .contains("exceeds the maximum"));
 
     let mut c = RawClient::login(p.proxy.port(), "app", "app").await;
     c.send(&message(b'Z', b"I")).await;
     let msgs = c.until_closed().await;
-    assert_eq!(msgs.last().and_then(|m| m.sqlstate()).as_deref(), Some("08P01"), "{msgs:?}");
+    assert_eq!(
+        msgs.last().and_then(|m| m.sqlstate()).as_deref(),
+        Some("08P01"),
+        "{msgs:?}"
+    );
 
     let mut c = RawClient::login(p.proxy.port(), "app", "app").await;
     c.send(&[b'Q', 0, 0, 0, 2]).await;
     let msgs = c.until_closed().await;
-    assert_eq!(msgs.last().and_then(|m| m.sqlstate()).as_deref(), Some("08P01"), "{msgs:?}");
+    assert_eq!(
+        msgs.last().and_then(|m| m.sqlstate()).as_deref(),
+        Some("08P01"),
+        "{msgs:?}"
+    );
 
     p.wait_backend_sessions(0).await;
     still_serves(&p).await;
@@ -78,7 +105,8 @@ async fn oversized_and_unknown_messages_are_protocol_violations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_vanishing_mid_query_and_mid_copy_leaks_nothing() {
     let p = trust().await;
-    p.cluster.psql("app", "CREATE TABLE c (v text); GRANT ALL ON c TO app");
+    p.cluster
+        .psql("app", "CREATE TABLE c (v text); GRANT ALL ON c TO app");
     // Mid-query.
     let mut c = RawClient::login(p.proxy.port(), "app", "app").await;
     c.send(&query("SELECT pg_sleep(1)")).await;
@@ -91,7 +119,11 @@ async fn client_vanishing_mid_query_and_mid_copy_leaks_nothing() {
     c.send(&[b'd', 0, 0, 0, 100, b'x']).await;
     drop(c);
     p.wait_backend_sessions(0).await;
-    assert_eq!(p.cluster.psql("app", "SELECT count(*) FROM c"), "0", "an unfinished COPY commits nothing");
+    assert_eq!(
+        p.cluster.psql("app", "SELECT count(*) FROM c"),
+        "0",
+        "an unfinished COPY commits nothing"
+    );
     still_serves(&p).await;
 }
 
@@ -99,12 +131,20 @@ async fn client_vanishing_mid_query_and_mid_copy_leaks_nothing() {
 async fn backend_dying_mid_query_gives_an_error_and_the_proxy_survives() {
     let p = trust().await;
     let victim = p.client().await;
-    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let running = tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(20)").await });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    p.cluster.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
+    p.cluster
+        .psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
     let err = running.await.unwrap().unwrap_err();
-    assert!(err.code().is_some_and(|c| c.code() == "57P01") || err.is_closed(), "{err}");
+    assert!(
+        err.code().is_some_and(|c| c.code() == "57P01") || err.is_closed(),
+        "{err}"
+    );
     still_serves(&p).await;
 }
 
@@ -118,7 +158,10 @@ async fn server_crash_then_restart_and_starting_with_backend_down() {
     let err = running.await.unwrap().unwrap_err();
     assert!(err.as_db_error().is_some() || err.is_closed(), "{err}");
     // While the backend is down, new clients get 08001 and the admin API answers.
-    let err = tokio_postgres::connect(&p.url(), tokio_postgres::NoTls).await.err().expect("backend down");
+    let err = tokio_postgres::connect(&p.url(), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("backend down");
     assert_eq!(err.code().map(|c| c.code()), Some("08001"), "{err}");
     assert!(p.proxy.admin_get("/status").await.contains("primary-only"));
     p.cluster.restart();
@@ -129,16 +172,26 @@ async fn server_crash_then_restart_and_starting_with_backend_down() {
     let url = down.url("app");
     let mut down = down;
     down.stop_immediate();
-    let proxy = ProxyHandle::start(&format!("[source]\nurl = \"{url}\"\n[auth]\nmethod = \"trust\"\n")).await;
-    let err = tokio_postgres::connect(&proxy.url("app", "x", "app"), tokio_postgres::NoTls).await.err().expect("backend down");
+    let proxy = ProxyHandle::start(&format!(
+        "[source]\nurl = \"{url}\"\n[auth]\nmethod = \"trust\"\n"
+    ))
+    .await;
+    let err = tokio_postgres::connect(&proxy.url("app", "x", "app"), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("backend down");
     assert_eq!(err.code().map(|c| c.code()), Some("08001"), "{err}");
-    assert!(proxy.admin_get("/metrics").await.contains("dualwrite_errors_total"));
+    assert!(proxy
+        .admin_get("/metrics")
+        .await
+        .contains("dualwrite_errors_total"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_open_transactions_finish() {
     let p = trust().await;
-    p.cluster.psql("app", "CREATE TABLE g (v int); GRANT ALL ON g TO app");
+    p.cluster
+        .psql("app", "CREATE TABLE g (v int); GRANT ALL ON g TO app");
     let mut c = p.client().await;
     let idle = p.client().await;
     let tx = c.transaction().await.unwrap();
@@ -148,9 +201,15 @@ async fn graceful_shutdown_lets_open_transactions_finish() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // The idle session is closed with 57P01; the open transaction may still commit.
     let err = idle.simple_query("SELECT 1").await.unwrap_err();
-    assert!(err.is_closed() || err.code().is_some_and(|c| c.code() == "57P01"), "{err}");
+    assert!(
+        err.is_closed() || err.code().is_some_and(|c| c.code() == "57P01"),
+        "{err}"
+    );
     tx.execute("INSERT INTO g VALUES (2)", &[]).await.unwrap();
     tx.commit().await.unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(10), stopping).await.expect("proxy stops once idle").unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), stopping)
+        .await
+        .expect("proxy stops once idle")
+        .unwrap();
     assert_eq!(cluster.psql("app", "SELECT count(*) FROM g"), "2");
 }

@@ -24,13 +24,28 @@ fn check_names_bad_keys_and_tests_backends() {
     );
     let run = |text: &str, env: &[(&str, &str)]| {
         let cfg = write_config(dir.path(), text);
-        let out = Command::new(&proxy).args(["check", "--config"]).arg(&cfg).envs(env.iter().copied()).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+        let out = Command::new(&proxy)
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
     };
     let (code, text) = run(&good, &[]);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("source: postgres://postgres:***@127.0.0.1"), "{text}");
-    assert!(!text.contains("postgres:postgres"), "password shown: {text}");
+    assert!(
+        text.contains("source: postgres://postgres:***@127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("postgres:postgres"),
+        "password shown: {text}"
+    );
 
     let (code, text) = run(&format!("{good}\nmax_clients = 5\n"), &[]);
     assert_eq!(code, Some(2));
@@ -46,7 +61,10 @@ fn check_names_bad_keys_and_tests_backends() {
     let down = good.replace(&format!(":{}/", c.port), &format!(":{}/", free_port()));
     let (code, text) = run(&down, &[]);
     assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("source") && !text.contains("postgres:postgres"), "{text}");
+    assert!(
+        text.contains("source") && !text.contains("postgres:postgres"),
+        "{text}"
+    );
     let (code, text) = run("", &[]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("source"), "missing [source] is named: {text}");
@@ -78,7 +96,21 @@ fn run_serves_and_stops_on_sigterm() {
     for _ in 0..50 {
         let out = Command::new(PgBin::source().bin("psql"))
             .env("PGPASSWORD", "pw")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-c", "SELECT 'up'"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-X",
+                "-A",
+                "-t",
+                "-c",
+                "SELECT 'up'",
+            ])
             .output()
             .unwrap();
         if out.status.success() {
@@ -89,12 +121,22 @@ fn run_serves_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ok, "proxy did not answer");
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     let mut log = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
     assert!(log.contains("dualwrite-proxy stopped"), "{log}");
-    assert!(!log.contains("\"pw\"") && !log.contains("postgres:postgres"), "secret in log: {log}");
-    assert!(log.lines().all(|l| l.trim().is_empty() || l.starts_with('{')), "json log lines: {log}");
+    assert!(
+        !log.contains("\"pw\"") && !log.contains("postgres:postgres"),
+        "secret in log: {log}"
+    );
+    assert!(
+        log.lines()
+            .all(|l| l.trim().is_empty() || l.starts_with('{')),
+        "json log lines: {log}"
+    );
 }

@@ -12,7 +12,14 @@ fn tool(name: &str) -> Command {
 }
 
 fn proxy_args(p: &Passthrough) -> Vec<String> {
-    vec!["-h".into(), "127.0.0.1".into(), "-p".into(), p.proxy.port().to_string(), "-U".into(), "app".into()]
+    vec![
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        p.proxy.port().to_string(),
+        "-U".into(),
+        "app".into(),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,14 +51,33 @@ async fn psql_script_with_copy() {
         .arg(&script)
         .output()
         .unwrap();
-    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "rows=3 named=2");
-    assert_eq!(std::fs::read_to_string(&out_csv).unwrap(), "1,\"SMITH, J\"\n2,\"multi\nline\"\n3,\n");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "rows=3 named=2"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out_csv).unwrap(),
+        "1,\"SMITH, J\"\n2,\"multi\nline\"\n3,\n"
+    );
 }
 
 fn pgbench(p: &Passthrough, args: &[&str]) -> String {
-    let out = tool("pgbench").args(proxy_args(p)).args(args).arg("app").output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = tool("pgbench")
+        .args(proxy_args(p))
+        .args(args)
+        .arg("app")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
     text
 }
@@ -60,15 +86,25 @@ fn pgbench(p: &Passthrough, args: &[&str]) -> String {
 async fn pgbench_init_and_all_query_modes() {
     let p = Passthrough::start().await;
     pgbench(&p, &["-i", "-s", "2", "-q"]);
-    let accounts = p.cluster.psql("app", "SELECT count(*) FROM pgbench_accounts");
+    let accounts = p
+        .cluster
+        .psql("app", "SELECT count(*) FROM pgbench_accounts");
     assert_eq!(accounts, "200000");
     for mode in ["simple", "extended", "prepared"] {
         let text = pgbench(&p, &["-M", mode, "-c", "8", "-j", "2", "-t", "150"]);
-        assert!(text.contains("number of transactions actually processed: 1200/1200"), "{mode}:\n{text}");
-        assert!(text.contains("number of failed transactions: 0 "), "{mode}:\n{text}");
+        assert!(
+            text.contains("number of transactions actually processed: 1200/1200"),
+            "{mode}:\n{text}"
+        );
+        assert!(
+            text.contains("number of failed transactions: 0 "),
+            "{mode}:\n{text}"
+        );
     }
     // pgbench truncates the history before each run (after its VACUUM, also through the proxy).
-    let history = p.cluster.psql("app", "SELECT count(*) FROM pgbench_history");
+    let history = p
+        .cluster
+        .psql("app", "SELECT count(*) FROM pgbench_history");
     assert_eq!(history, "1200");
     // Every session was closed on the backend too.
     p.wait_backend_sessions(0).await;
