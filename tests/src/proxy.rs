@@ -174,3 +174,99 @@ impl Passthrough {
         );
     }
 }
+
+/// A source and a target (each with database `app` owned by role `app`) and a proxy in
+/// `dual-write` mode in front of them, journaling into a temp dir.
+pub struct DualWrite {
+    pub source: crate::Cluster,
+    pub target: crate::Cluster,
+    pub proxy: ProxyHandle,
+    pub journal_dir: tempfile::TempDir,
+    pub toml: String,
+}
+
+impl DualWrite {
+    pub async fn start() -> DualWrite {
+        Self::start_with("", "").await
+    }
+
+    /// `top` holds top-level keys, `extra` whole sections.
+    pub async fn start_with(top: &str, extra: &str) -> DualWrite {
+        let (sb, tb) = (crate::PgBin::source(), crate::PgBin::target());
+        let handle = std::thread::spawn(move || crate::Cluster::start(&tb));
+        let source = crate::Cluster::start(&sb);
+        let target = handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        for c in [&source, &target] {
+            c.create_role(APP_USER, APP_PASSWORD, "");
+            c.psql("postgres", "CREATE DATABASE app OWNER app");
+        }
+        let journal_dir = tempfile::Builder::new().prefix("dwjournal-").tempdir().expect("journal temp dir");
+        let toml = format!(
+            "{top}\nmode = \"dual-write\"\nprimary = \"source\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n\
+             [auth]\nmethod = \"scram-sha-256\"\nusers = [{{ name = \"{APP_USER}\", password = \"{APP_PASSWORD}\" }}]\n\
+             [journal]\ndir = \"{}\"\n{extra}",
+            source.url("app"),
+            target.url("app"),
+            journal_dir.path().display()
+        );
+        let proxy = ProxyHandle::start(&toml).await;
+        DualWrite {
+            source,
+            target,
+            proxy,
+            journal_dir,
+            toml,
+        }
+    }
+
+    /// Run the same SQL directly on both databases (schema set-up), as the superuser.
+    pub fn both(&self, sql: &str) {
+        self.source.psql("app", sql);
+        self.target.psql("app", sql);
+    }
+
+    pub fn url(&self) -> String {
+        self.proxy.url(APP_USER, APP_PASSWORD, "app")
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connecting through the proxy");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    /// The proxy's `/status` as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.proxy.admin_get("/status").await).expect("status is JSON")
+    }
+
+    /// Sum of a Prometheus metric's samples whose line contains `filter`.
+    pub async fn metric(&self, name: &str, filter: &str) -> f64 {
+        let text = self.proxy.admin_get("/metrics").await;
+        text.lines()
+            .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+            .filter(|l| l.contains(filter))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum()
+    }
+
+    /// The same query's output on source and target, retried until equal (the secondary
+    /// applies writes a moment after the primary) or 20 s have passed.
+    pub async fn assert_same(&self, sql: &str) -> String {
+        let mut last = (String::new(), String::new());
+        for _ in 0..100 {
+            let s = self.source.psql("app", sql);
+            let t = self.target.psql("app", sql);
+            if s == t {
+                return s;
+            }
+            last = (s, t);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        panic!("source and target differ for {sql}:\nsource: {}\ntarget: {}", last.0, last.1);
+    }
+}
