@@ -25,6 +25,38 @@ pub struct Status {
     pub max_client_connections: usize,
     pub source: String,
     pub target: Option<String>,
+    /// Dual-write facts for choosing the consistency time T.
+    pub dual_write: Option<DualWriteStatus>,
+}
+
+/// `status.dual_write`: present when a target is configured.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct DualWriteStatus {
+    /// When this proxy began dual-writing (RFC 3339, UTC), if it has.
+    pub started_at: Option<String>,
+    /// First write that reached the secondary, per table (as the statements name it).
+    pub first_write_per_table: std::collections::BTreeMap<String, String>,
+    pub secondary_attached: bool,
+    pub detach_reason: Option<String>,
+    pub secondary_failures: u64,
+    pub divergences: u64,
+    pub journal: Option<JournalStatus>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct JournalStatus {
+    pub dir: String,
+    pub records: u64,
+    pub bytes: u64,
+    pub missed: u64,
+    pub divergences: u64,
+    pub last_seq: u64,
+}
+
+fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
 }
 
 pub fn status(shared: &Shared) -> Status {
@@ -46,6 +78,28 @@ pub fn status(shared: &Shared) -> Status {
         max_client_connections: s.max_client_connections,
         source: s.source.url.endpoint(),
         target: s.target.as_ref().map(|t| t.url.endpoint()),
+        dual_write: s.target.as_ref().map(|_| {
+            let d = &shared.dual;
+            DualWriteStatus {
+                started_at: d.started_micros().map(rfc3339),
+                first_write_per_table: d.first_writes().into_iter().map(|(t, at)| (t, rfc3339(at))).collect(),
+                secondary_attached: d.attached(),
+                detach_reason: d.detach_reason.lock().ok().and_then(|r| r.clone()),
+                secondary_failures: d.secondary_failures.load(std::sync::atomic::Ordering::Relaxed),
+                divergences: d.divergences.load(std::sync::atomic::Ordering::Relaxed),
+                journal: shared.journal.as_ref().map(|j| {
+                    let st = j.stats();
+                    JournalStatus {
+                        dir: j.dir().display().to_string(),
+                        records: st.records,
+                        bytes: st.bytes,
+                        missed: st.missed,
+                        divergences: st.divergences,
+                        last_seq: st.last_seq,
+                    }
+                }),
+            }
+        }),
     }
 }
 

@@ -247,7 +247,7 @@ pub enum ConfigError {
 }
 
 /// Whether this build can run `mode = "dual-write"`.
-const DUAL_WRITE_READY: bool = false;
+const DUAL_WRITE_READY: bool = true;
 
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Key {

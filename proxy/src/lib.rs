@@ -5,7 +5,12 @@
 //! - `config`: the TOML file and `DUALWRITE__*` overrides, resolved into `Settings`.
 //! - `server`: the accept loop, connection limit and ordered shutdown.
 //! - `session`: one client: startup, TLS, authentication, backend session, relay.
-//! - `relay`: forwarding frames both ways without re-encoding them.
+//! - `relay`: forwarding frames both ways without re-encoding them; routing writes.
+//! - `unit`: the units the secondary replays (writes and session state), per statement.
+//! - `secondary`: a session's secondary backend: ordered replay, transactions, journaling.
+//! - `copytrack`: which Syncs the server ignores during an extended-protocol COPY.
+//! - `outcome`: what a backend answered to a unit (tags, row digests, status).
+//! - `dual`: proxy-wide dual-write state (attachment, first writes, divergences).
 //! - `protocol`: framing, startup packets, and the few messages the proxy writes itself.
 //! - `auth`: client authentication (trust, md5, SCRAM-SHA-256).
 //! - `backend`: opening an authenticated session on a backend, and cancel requests.
@@ -18,13 +23,21 @@ pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod cancel;
+pub mod classify;
 pub mod config;
+pub mod copytrack;
+pub mod dual;
+pub mod journal;
 pub mod metrics;
+pub mod outcome;
 pub mod protocol;
 pub mod relay;
+pub mod replay;
+pub mod secondary;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod unit;
 
 pub use config::Settings;
 pub use server::Proxy;

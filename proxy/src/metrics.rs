@@ -87,6 +87,8 @@ pub struct Metrics {
     pub server_errors: Counter,
     pub statement_duration: Histogram,
     backend_connect: Histogram,
+    routed_primary: Counter,
+    routed_both: Counter,
     connections: Gauge,
     connections_total: Counter,
 }
@@ -102,6 +104,8 @@ impl Default for Metrics {
             server_errors: counter!("dualwrite_server_errors_total"),
             statement_duration: histogram!("dualwrite_statement_duration_seconds"),
             backend_connect: histogram!("dualwrite_backend_connect_duration_seconds"),
+            routed_primary: counter!("dualwrite_units_routed_total", "route" => "primary"),
+            routed_both: counter!("dualwrite_units_routed_total", "route" => "both"),
             connections: gauge!("dualwrite_client_connections"),
             connections_total: counter!("dualwrite_client_connections_total"),
         }
@@ -131,6 +135,15 @@ impl Metrics {
         self.connections.increment(1.0);
         self.connections_total.increment(1);
         SessionGauge(self.connections.clone())
+    }
+
+    /// A unit went to the primary only, or to both.
+    pub fn routed(&self, both: bool) {
+        if both {
+            self.routed_both.increment(1)
+        } else {
+            self.routed_primary.increment(1)
+        }
     }
 
     pub fn cancel(&self, result: &'static str) {

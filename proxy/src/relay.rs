@@ -1,26 +1,35 @@
 //! The relay between a client and its backend session: frames are forwarded as the bytes they
 //! arrived as, in batches, and decoded only where the proxy needs to know something
-//! (ReadyForQuery for transaction state, ErrorResponse for metrics).
+//! (ReadyForQuery for transaction state, ErrorResponse for metrics, and in dual-write mode the
+//! statements and their results).
 //!
 //! The two directions run concurrently so that neither can block the other: a client that
 //! pipelines many queries without reading, or a backend streaming a large result while the
 //! client is still sending, behave exactly as they would with a direct connection.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use crate::outcome::{self, Collector};
 use crate::protocol::{self, backend as b, frontend as f, FrameError, Scanner};
+use crate::secondary::Secondary;
 use crate::server::Shared;
 use crate::tls::{Reader, Writer};
+use crate::copytrack::CopyTracker;
+use crate::unit::{Builder, Item};
 
 /// Read size for each direction.
 const READ_CHUNK: usize = 64 * 1024;
+/// How long a session whose client left waits for the primary's answers to writes already
+/// sent, so the secondary learns their outcome.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a relay ended.
 #[derive(Debug)]
@@ -45,20 +54,32 @@ pub struct Ends<'a> {
     pub backend_writer: &'a mut Writer,
 }
 
+/// A Query, Sync or FunctionCall sent to the primary, waiting for its ReadyForQuery.
+struct Pending {
+    sent: Instant,
+    /// The unit has steps queued for the secondary, which waits for its outcome.
+    dual: bool,
+    /// A Sync sent while an extended-protocol COPY FROM STDIN may be running: if the COPY
+    /// started, the server ignores it and answers the next Sync instead.
+    maybe_ignored: bool,
+}
+
 /// Session state shared by the two directions.
 pub struct Flow {
     /// Transaction status of the last ReadyForQuery: `I`, `T` or `E`.
     tx_status: AtomicU8,
-    /// Queries and Syncs sent whose ReadyForQuery has not come back.
+    /// Queries and Syncs sent whose ReadyForQuery has not reached the client.
     pending: AtomicUsize,
     /// Extended-protocol messages sent since the last Sync.
     unsynced: AtomicBool,
     /// Whether everything written to the client ends on a message boundary.
     client_clean: AtomicBool,
-    /// When each pending query or Sync was sent, for the latency histogram.
-    started: Mutex<VecDeque<Instant>>,
+    /// Pending units in order, for latency and for routing outcomes to the secondary.
+    queue: Mutex<VecDeque<Pending>>,
     /// Set when the proxy wants the session to end at its next idle point.
     draining: AtomicBool,
+    /// The client is gone; the backend's answers are read but not forwarded.
+    client_gone: AtomicBool,
     idle: Notify,
 }
 
@@ -69,8 +90,9 @@ impl Default for Flow {
             pending: AtomicUsize::new(0),
             unsynced: AtomicBool::new(false),
             client_clean: AtomicBool::new(true),
-            started: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(VecDeque::new()),
             draining: AtomicBool::new(false),
+            client_gone: AtomicBool::new(false),
             idle: Notify::new(),
         }
     }
@@ -87,15 +109,20 @@ impl Flow {
     pub fn client_at_boundary(&self) -> bool {
         self.client_clean.load(Ordering::Acquire)
     }
+
+    fn dual_pending(&self) -> bool {
+        self.queue.lock().expect("lock poisoned").iter().any(|p| p.dual)
+    }
 }
 
-/// Relay until one side ends; returns why.
+/// Relay until one side ends; returns why. With a `secondary`, writes are also queued for it.
 pub async fn run(
     ends: Ends<'_>,
     client_buf: BytesMut,
     backend_buf: BytesMut,
     flow: &Flow,
     shared: &Shared,
+    secondary: Option<&Secondary>,
 ) -> End {
     let Ends {
         client_reader,
@@ -103,12 +130,30 @@ pub async fn run(
         backend_reader,
         backend_writer,
     } = ends;
-    let up = client_to_backend(client_reader, backend_writer, client_buf, flow, shared);
-    let down = backend_to_client(backend_reader, client_writer, backend_buf, flow, shared);
-    tokio::select! {
-        end = up => end,
-        end = down => end,
+    let up = client_to_backend(client_reader, backend_writer, client_buf, flow, shared, secondary);
+    let down = backend_to_client(backend_reader, client_writer, backend_buf, flow, shared, secondary);
+    tokio::pin!(up, down);
+    let end = tokio::select! {
+        end = &mut up => end,
+        end = &mut down => return end,
+    };
+    if matches!(end, End::ClientGone | End::Terminated) && secondary.is_some() && flow.dual_pending() {
+        // Writes already sent to the primary: learn their outcome before closing, so the
+        // secondary applies (or skips) them exactly as the primary did.
+        flow.client_gone.store(true, Ordering::Release);
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            tokio::select! {
+                _ = &mut down => {}
+                _ = async {
+                    while flow.dual_pending() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                } => {}
+            }
+        })
+        .await;
     }
+    end
 }
 
 async fn client_to_backend(
@@ -117,6 +162,7 @@ async fn client_to_backend(
     mut buf: BytesMut,
     flow: &Flow,
     shared: &Shared,
+    secondary: Option<&Secondary>,
 ) -> End {
     let max = shared.settings().max_message_bytes;
     let m = &shared.metrics;
@@ -126,6 +172,12 @@ async fn client_to_backend(
     let kill = shared.kill.cancelled();
     tokio::pin!(graceful, kill);
     let mut graceful_seen = false;
+    let mut builder = Builder::default();
+    let mut copy = CopyTracker::default();
+    let mut ignored_syncs: Vec<bool> = Vec::new();
+    let mut frames: Vec<(u8, usize, usize)> = Vec::new();
+    let mut items: Vec<Item> = Vec::new();
+    let mut dual_since_boundary = false;
     loop {
         if flow.draining.load(Ordering::Acquire) && flow.idle() {
             return End::Shutdown;
@@ -151,6 +203,9 @@ async fn client_to_backend(
         }
         let mut pos = 0;
         let mut terminate = false;
+        frames.clear();
+        ignored_syncs.clear();
+        let mut sync_index = 0;
         loop {
             let h = match protocol::header(&buf[pos..], max) {
                 Ok(Some(h)) => h,
@@ -163,24 +218,29 @@ async fn client_to_backend(
             if buf.len() - pos < h.frame_len {
                 break;
             }
+            if secondary.is_some() && h.tag != f::TERMINATE {
+                frames.push((h.tag, pos, h.frame_len));
+            }
+            let sync_ignored = h.tag == f::SYNC && copy.active();
+            if h.tag == f::SYNC && secondary.is_some() {
+                ignored_syncs.push(sync_ignored);
+            }
+            copy.message(h.tag, &buf[pos + 5..pos + h.frame_len]);
             match h.tag {
-                f::QUERY | f::FUNCTION_CALL => {
-                    if h.tag == f::QUERY {
-                        m.statements_simple.increment(1);
+                f::QUERY | f::FUNCTION_CALL | f::SYNC => {
+                    match h.tag {
+                        f::QUERY => m.statements_simple.increment(1),
+                        f::SYNC => flow.unsynced.store(false, Ordering::Release),
+                        _ => {}
                     }
-                    flow.started
-                        .lock()
-                        .expect("lock poisoned")
-                        .push_back(Instant::now());
+                    if secondary.is_none() {
+                        flow.queue.lock().expect("lock poisoned").push_back(Pending {
+                            sent: Instant::now(),
+                            dual: false,
+                            maybe_ignored: sync_ignored,
+                        });
+                    }
                     flow.pending.fetch_add(1, Ordering::AcqRel);
-                }
-                f::SYNC => {
-                    flow.started
-                        .lock()
-                        .expect("lock poisoned")
-                        .push_back(Instant::now());
-                    flow.pending.fetch_add(1, Ordering::AcqRel);
-                    flow.unsynced.store(false, Ordering::Release);
                 }
                 f::EXECUTE => {
                     m.statements_extended.increment(1);
@@ -199,7 +259,31 @@ async fn client_to_backend(
             pos += h.frame_len;
         }
         if pos > 0 {
-            let chunk = buf.split_to(pos);
+            let chunk = buf.split_to(pos).freeze();
+            if let Some(sec) = secondary {
+                // Route before forwarding, so the unit's entry is queued before its answer.
+                for &(tag, start, len) in &frames {
+                    let frame = chunk.slice(start..start + len);
+                    let boundary = builder.push(tag, &frame, &mut items);
+                    dual_since_boundary |= items.iter().any(|i| matches!(i, Item::Unit(_)));
+                    if boundary {
+                        let maybe_ignored = tag == f::SYNC && ignored_syncs.get(sync_index).copied().unwrap_or(false);
+                        if tag == f::SYNC {
+                            sync_index += 1;
+                        }
+                        flow.queue.lock().expect("lock poisoned").push_back(Pending {
+                            sent: Instant::now(),
+                            dual: dual_since_boundary,
+                            maybe_ignored,
+                        });
+                        m.routed(dual_since_boundary);
+                        dual_since_boundary = false;
+                    }
+                    for item in items.drain(..) {
+                        sec.send(item).await;
+                    }
+                }
+            }
             if writer.write_all(&chunk).await.is_err() || writer.flush().await.is_err() {
                 return End::BackendGone;
             }
@@ -217,27 +301,78 @@ async fn backend_to_client(
     mut buf: BytesMut,
     flow: &Flow,
     shared: &Shared,
+    secondary: Option<&Secondary>,
 ) -> End {
     let m = &shared.metrics;
     let mut scanner = Scanner::default();
+    let mut collector = Collector::default();
+    let mut status = b'I';
+    collector.begin(status);
+    // Whether the unit being answered is dual-written (its returned rows are digested).
+    let with_rows = Cell::new(false);
+    let front_is_dual = || flow.queue.lock().expect("lock poisoned").front().is_some_and(|p| p.dual);
+    with_rows.set(secondary.is_some() && front_is_dual());
+    // The server entered copy-in mode for the unit being answered.
+    let mut copy_started = false;
     loop {
         let mut ready = 0usize;
-        let mut last_status = None;
         let mut errors = 0u64;
-        let n = match scanner.scan(
+        let scanned = scanner.scan(
             &buf,
             i32::MAX as usize,
-            |t| t == b::READY_FOR_QUERY || t == b::ERROR_RESPONSE,
+            |t| {
+                t == b'G'
+                    || if secondary.is_some() {
+                        outcome::wanted(t, with_rows.get())
+                    } else {
+                        t == b::READY_FOR_QUERY || t == b::ERROR_RESPONSE
+                    }
+            },
             |t, body| {
-                if t == b::READY_FOR_QUERY {
-                    ready += 1;
-                    last_status = body.first().copied();
-                } else {
+                if t == b::ERROR_RESPONSE {
                     errors += 1;
+                }
+                if t == b'G' {
+                    copy_started = true;
+                }
+                let done = match secondary {
+                    Some(_) => collector.message(t, body),
+                    None => None,
+                };
+                if t == b::READY_FOR_QUERY {
+                    status = body.first().copied().unwrap_or(b'I');
+                    // One ReadyForQuery answers the front unit, and with it the Syncs the
+                    // server ignored during a COPY.
+                    let mut queue = flow.queue.lock().expect("lock poisoned");
+                    let mut front = queue.pop_front();
+                    ready += 1;
+                    while copy_started && front.as_ref().is_some_and(|p| p.maybe_ignored) {
+                        match queue.pop_front() {
+                            Some(next) => {
+                                ready += 1;
+                                let dual = front.as_ref().is_some_and(|p| p.dual) || next.dual;
+                                front = Some(Pending { dual, ..next });
+                            }
+                            None => break,
+                        }
+                    }
+                    drop(queue);
+                    copy_started = false;
+                    if let Some(p) = &front {
+                        m.statement_duration.record(p.sent.elapsed().as_secs_f64());
+                    }
+                    if let (Some(sec), Some(o), Some(p)) = (secondary, done, front) {
+                        if p.dual {
+                            sec.outcome(o);
+                        }
+                    }
+                    collector.begin(status);
+                    with_rows.set(secondary.is_some() && front_is_dual());
                 }
                 Ok(())
             },
-        ) {
+        );
+        let n = match scanned {
             Ok(n) => n,
             Err(_) => return End::BackendGone,
         };
@@ -251,13 +386,18 @@ async fn backend_to_client(
             }
             continue;
         }
-        flow.client_clean.store(false, Ordering::Release);
         let chunk = buf.split_to(n);
-        if writer.write_all(&chunk).await.is_err() || writer.flush().await.is_err() {
-            return End::ClientGone;
-        }
-        if scanner.at_boundary() {
-            flow.client_clean.store(true, Ordering::Release);
+        if !flow.client_gone.load(Ordering::Acquire) {
+            flow.client_clean.store(false, Ordering::Release);
+            if writer.write_all(&chunk).await.is_err() || writer.flush().await.is_err() {
+                flow.client_gone.store(true, Ordering::Release);
+                if secondary.is_none() {
+                    return End::ClientGone;
+                }
+            }
+            if scanner.at_boundary() {
+                flow.client_clean.store(true, Ordering::Release);
+            }
         }
         if errors > 0 {
             m.server_errors.increment(errors);
@@ -265,24 +405,8 @@ async fn backend_to_client(
         if ready > 0 {
             // State changes only once the client has the bytes, so a drain that sees the
             // session idle cannot cut off a reply.
-            let now = Instant::now();
-            {
-                let mut started = flow.started.lock().expect("lock poisoned");
-                for _ in 0..ready {
-                    if let Some(t) = started.pop_front() {
-                        m.statement_duration
-                            .record(now.duration_since(t).as_secs_f64());
-                    }
-                }
-            }
-            if let Some(s) = last_status {
-                flow.tx_status.store(s, Ordering::Release);
-            }
-            let _ = flow
-                .pending
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
-                    Some(p.saturating_sub(ready))
-                });
+            flow.tx_status.store(status, Ordering::Release);
+            let _ = flow.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| Some(p.saturating_sub(ready)));
             if flow.draining.load(Ordering::Acquire) {
                 flow.idle.notify_one();
             }

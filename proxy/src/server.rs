@@ -13,7 +13,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::cancel::Cancels;
-use crate::config::Settings;
+use crate::config::{Mode, Settings};
+use crate::dual::DualState;
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 
 /// State every session and the admin API share.
@@ -27,6 +29,10 @@ pub struct Shared {
     /// Fired when the grace period is over: sessions end now.
     pub kill: CancellationToken,
     pub started: Instant,
+    /// Dual-write state: attachment of the secondary, first writes, divergences.
+    pub dual: DualState,
+    /// Where the secondary's missed writes go (open whenever a target is configured).
+    pub journal: Option<Journal>,
     next_id: AtomicU64,
 }
 
@@ -55,6 +61,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot open the journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// A bound proxy, ready to run. Binding first lets callers (tests, the demo) learn the
@@ -82,7 +90,23 @@ impl Proxy {
             ),
             None => None,
         };
+        let journal = match settings.target {
+            Some(_) => Some(Journal::open(&settings.journal_dir, settings.fsync_interval).await?),
+            None => None,
+        };
+        let dual = DualState::default();
+        if settings.mode == Mode::DualWrite {
+            dual.mark_started();
+        }
+        if let Some(j) = &journal {
+            if j.stats().missed > 0 {
+                // Records from an earlier run may not be replayed yet: journal until they are.
+                dual.detach("the journal holds records from an earlier run");
+            }
+        }
         let shared = Arc::new(Shared {
+            dual,
+            journal,
             connection_slots: Arc::new(Semaphore::new(settings.max_client_connections)),
             settings: RwLock::new(Arc::new(settings)),
             metrics: Metrics::default(),
@@ -128,6 +152,9 @@ impl Proxy {
         if let Some(admin) = admin {
             tracker.spawn(crate::admin::serve(admin, shared.clone(), shutdown.clone()));
         }
+        if shared.journal.is_some() {
+            tracker.spawn(reattach(shared.clone(), shutdown.clone()));
+        }
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -161,5 +188,41 @@ impl Proxy {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
         }
         info!("dualwrite-proxy stopped");
+    }
+}
+
+/// While the secondary is detached, replay the journal and re-attach once it is replayed to
+/// its end. The last stretch runs with the gate held exclusively, so no session journals a
+/// write between "replayed to the end" and "attached".
+async fn reattach(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut wait = shared.settings().reconnect_backoff;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        metrics::gauge!("dualwrite_secondary_attached").set(if shared.dual.attached() { 1.0 } else { 0.0 });
+        if shared.dual.attached() {
+            wait = shared.settings().reconnect_backoff;
+            continue;
+        }
+        let settings = shared.settings();
+        match crate::replay::replay(&settings, &mut |_| {}).await {
+            Ok(_) => {
+                let _gate = shared.dual.gate.write().await;
+                match crate::replay::replay(&settings, &mut |_| {}).await {
+                    Ok(summary) if summary.remaining == 0 => {
+                        info!(applied = summary.applied, "journal replayed");
+                        shared.dual.attach();
+                        wait = settings.reconnect_backoff;
+                        continue;
+                    }
+                    Ok(summary) => warn!(remaining = summary.remaining, "journal not yet replayed to its end"),
+                    Err(e) => warn!(error = %e, "journal replay stopped"),
+                }
+            }
+            Err(e) => warn!(error = %e, "journal replay stopped; the secondary stays detached"),
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(30));
     }
 }

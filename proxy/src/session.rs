@@ -12,7 +12,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::{self, AuthError};
 use crate::backend;
-use crate::config::{AuthMethod, TlsMode};
+use crate::config::{AuthMethod, Mode, TlsMode};
 use crate::protocol::{self, FrameError, ProxyError, Startup, StartupError};
 use crate::relay::{self, End};
 use crate::server::Shared;
@@ -70,7 +70,7 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, id
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "set_nodelay");
         }
-        run(stream, shared).await;
+        run(stream, shared, id).await;
     }
     .instrument(span)
     .await
@@ -91,7 +91,7 @@ async fn send_error(w: &mut Writer, e: &ProxyError) {
     let _ = w.flush().await;
 }
 
-async fn run(stream: TcpStream, shared: Arc<Shared>) {
+async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
     let metrics = &shared.metrics;
     let client = match tokio::time::timeout(STARTUP_TIMEOUT, startup(stream, &shared)).await {
         Ok(Ok(Some(c))) => c,
@@ -272,6 +272,19 @@ async fn run(stream: TcpStream, shared: Arc<Shared>) {
 
     let _gauge = metrics.session_open();
     debug!(user = %user, database = %database, "session started");
+    let secondary = match (settings.mode, settings.secondary_backend()) {
+        (Mode::DualWrite, Some(backend)) => Some(crate::secondary::Secondary::spawn(
+            shared.clone(),
+            backend.clone(),
+            crate::secondary::SessionInfo {
+                id,
+                user: user.clone(),
+                database: database.clone(),
+                params: params.iter().filter(|(k, _)| k != "user" && k != "database").cloned().collect(),
+            },
+        )),
+        _ => None,
+    };
     let mut backend_reader = conn.reader;
     let mut backend_writer = conn.writer;
     let flow = relay::Flow::default();
@@ -286,6 +299,7 @@ async fn run(stream: TcpStream, shared: Arc<Shared>) {
         conn.leftover,
         &flow,
         &shared,
+        secondary.as_ref(),
     )
     .await;
     let side = primary.side.name();

@@ -1,0 +1,106 @@
+//! Proxy-wide dual-write state: whether the secondary is attached, when dual-writing began
+//! (overall and per table), divergence and non-determinism counters.
+//!
+//! Ordering across an outage: once any write was journaled, every session journals its writes
+//! too (the secondary is detached) until the journal has been replayed; only then is the
+//! secondary re-attached. The `gate` makes "journal this" and "re-attach now" exclusive, so no
+//! live write can overtake a journaled one.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use dashmap::DashMap;
+use tokio::sync::RwLock;
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+pub struct DualState {
+    attached: AtomicBool,
+    /// Held shared while a session decides "send live or journal" and does it; held
+    /// exclusively while re-attaching.
+    pub gate: RwLock<()>,
+    started_micros: AtomicU64,
+    first_write: DashMap<String, i64>,
+    pub divergences: AtomicU64,
+    pub secondary_failures: AtomicU64,
+    pub detach_reason: Mutex<Option<String>>,
+    warned_shapes: Mutex<HashSet<u64>>,
+}
+
+impl Default for DualState {
+    fn default() -> Self {
+        DualState {
+            attached: AtomicBool::new(true),
+            gate: RwLock::new(()),
+            started_micros: AtomicU64::new(0),
+            first_write: DashMap::new(),
+            divergences: AtomicU64::new(0),
+            secondary_failures: AtomicU64::new(0),
+            detach_reason: Mutex::new(None),
+            warned_shapes: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+impl DualState {
+    pub fn attached(&self) -> bool {
+        self.attached.load(Ordering::Acquire)
+    }
+
+    /// Stop sending live: later writes are journaled until the journal is replayed.
+    pub fn detach(&self, reason: &str) {
+        if self.attached.swap(false, Ordering::AcqRel) {
+            tracing::warn!(reason, "secondary detached: writes are journaled until the journal is replayed");
+            *self.detach_reason.lock().expect("lock poisoned") = Some(reason.to_string());
+        }
+    }
+
+    /// Call with `gate` held exclusively, after the journal was replayed to its end.
+    pub fn attach(&self) {
+        if !self.attached.swap(true, Ordering::AcqRel) {
+            tracing::info!("secondary re-attached: journal replayed, writes go live again");
+            *self.detach_reason.lock().expect("lock poisoned") = None;
+        }
+    }
+
+    /// Record that dual-writing is on (the first time only).
+    pub fn mark_started(&self) {
+        let _ = self.started_micros.compare_exchange(0, now_micros() as u64, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    pub fn started_micros(&self) -> Option<i64> {
+        match self.started_micros.load(Ordering::Acquire) {
+            0 => None,
+            v => Some(v as i64),
+        }
+    }
+
+    /// First time a write to `table` reached the secondary.
+    pub fn note_write(&self, table: &str) {
+        if !self.first_write.contains_key(table) {
+            self.first_write.entry(table.to_string()).or_insert_with(now_micros);
+        }
+    }
+
+    pub fn first_writes(&self) -> Vec<(String, i64)> {
+        let mut v: Vec<_> = self.first_write.iter().map(|e| (e.key().clone(), *e.value())).collect();
+        v.sort();
+        v
+    }
+
+    /// True the first time a statement shape is seen (to warn once per shape).
+    pub fn first_sighting(&self, shape: &str) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        shape.hash(&mut h);
+        let mut set = self.warned_shapes.lock().expect("lock poisoned");
+        set.len() < 100_000 && set.insert(h.finish())
+    }
+}

@@ -1,0 +1,739 @@
+//! A session's secondary: its own backend session on the secondary database that replays the
+//! client's writes in the client's order, each unit only once the primary has answered it.
+//!
+//! - A unit the primary failed outside a transaction is not replayed.
+//! - A COMMIT the primary turned into a rollback (or failed) becomes ROLLBACK here, so the
+//!   secondary commits a transaction only after the primary did.
+//! - COPY data streams as it arrives; the CopyDone waits for the primary's answer.
+//! - When the secondary fails a unit, or is unreachable, the unit (or the whole transaction it
+//!   belonged to, once the primary committed it) goes to the journal, and the proxy detaches
+//!   the secondary until the journal is replayed.
+//! - Command tags and returned rows are compared; a difference is a divergence.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::backend;
+use crate::classify::TxControl;
+use crate::config::{Backend, OnLag};
+use crate::journal::{Record, RecordKind};
+use crate::outcome::{Collector, Outcome};
+use crate::protocol::{self, frontend as f};
+use crate::server::Shared;
+use crate::session::read_message;
+use crate::tls::{Reader, Writer};
+use crate::unit::{Item, Step, Unit};
+
+/// Who the session is, for the secondary login and journal records.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: u64,
+    pub user: String,
+    pub database: String,
+    pub params: Vec<(String, String)>,
+}
+
+struct Queued {
+    item: Item,
+    _permit: Option<OwnedSemaphorePermit>,
+    bytes: usize,
+}
+
+/// The session's side of its secondary: a bounded queue of items and the primary's outcomes.
+pub struct Secondary {
+    items: mpsc::UnboundedSender<Queued>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    lag: Arc<Semaphore>,
+    max_lag: usize,
+    on_lag: OnLag,
+    lag_detached: Arc<AtomicBool>,
+    queued_bytes: Arc<AtomicU64>,
+}
+
+impl Secondary {
+    /// Start the worker for one client session.
+    pub fn spawn(shared: Arc<Shared>, backend: Backend, info: SessionInfo) -> Secondary {
+        let settings = shared.settings();
+        let (items_tx, items_rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let lag = Arc::new(Semaphore::new(settings.max_lag_bytes));
+        let lag_detached = Arc::new(AtomicBool::new(false));
+        let queued_bytes = Arc::new(AtomicU64::new(0));
+        let worker = Worker {
+            backoff: settings.reconnect_backoff,
+            shared,
+            backend,
+            info,
+            conn: None,
+            statements: HashMap::new(),
+            sec_status: b'I',
+            txn: Vec::new(),
+            txn_failed: None,
+            prelude: Vec::new(),
+            outcomes: out_rx,
+            lag_detached: lag_detached.clone(),
+            next_connect: Instant::now(),
+            copy: None,
+            queued_bytes: queued_bytes.clone(),
+        };
+        tokio::spawn(worker.run(items_rx));
+        Secondary {
+            items: items_tx,
+            outcomes: out_tx,
+            lag,
+            max_lag: settings.max_lag_bytes,
+            on_lag: settings.on_lag,
+            lag_detached,
+            queued_bytes,
+        }
+    }
+
+    /// Queue an item. At the lag bound the caller waits (backpressure), or with
+    /// `on_lag = "journal"` the session's secondary is detached and its writes journaled.
+    pub async fn send(&self, item: Item) {
+        let bytes = match &item {
+            Item::Unit(u) => u.bytes,
+            Item::CopyData(b) | Item::CopyEnd(b) => b.len(),
+        };
+        let want = bytes.clamp(1, self.max_lag) as u32;
+        let permit = match self.on_lag {
+            OnLag::Backpressure => self.lag.clone().acquire_many_owned(want).await.ok(),
+            OnLag::Journal => match self.lag.clone().try_acquire_many_owned(want) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    if !self.lag_detached.swap(true, Ordering::AcqRel) {
+                        warn!("secondary lag bound reached: journaling this session's writes");
+                    }
+                    None
+                }
+            },
+        };
+        self.queued_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        metrics::gauge!("dualwrite_secondary_lag_bytes").increment(bytes as f64);
+        let _ = self.items.send(Queued {
+            item,
+            _permit: permit,
+            bytes,
+        });
+    }
+
+    /// The primary's answer to the next unit that has secondary steps.
+    pub fn outcome(&self, outcome: Outcome) {
+        let _ = self.outcomes.send(outcome);
+    }
+}
+
+struct Conn {
+    reader: Reader,
+    writer: Writer,
+    buf: BytesMut,
+}
+
+#[derive(Debug)]
+struct Lost(String);
+
+struct CopyState {
+    unit: Unit,
+    live: bool,
+    extended: bool,
+    failure: Option<String>,
+    data: Vec<Bytes>,
+    data_bytes: usize,
+}
+
+/// COPY data kept for the journal in case the secondary fails; past this, the record says
+/// which table needs a re-backfill instead.
+const COPY_JOURNAL_LIMIT: usize = 64 * 1024 * 1024;
+
+struct Worker {
+    shared: Arc<Shared>,
+    backend: Backend,
+    info: SessionInfo,
+    conn: Option<Conn>,
+    /// Statements the secondary has: name -> generation.
+    statements: HashMap<String, u64>,
+    sec_status: u8,
+    /// Units of the current transaction, for journaling it whole.
+    txn: Vec<Unit>,
+    txn_failed: Option<String>,
+    prelude: Vec<String>,
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
+    lag_detached: Arc<AtomicBool>,
+    backoff: Duration,
+    next_connect: Instant,
+    copy: Option<CopyState>,
+    queued_bytes: Arc<AtomicU64>,
+}
+
+enum Action {
+    Skip,
+    Apply,
+    Rollback,
+}
+
+impl Worker {
+    async fn run(mut self, mut items: mpsc::UnboundedReceiver<Queued>) {
+        while let Some(q) = items.recv().await {
+            if self.copy.is_some() && matches!(q.item, Item::Unit(_)) {
+                // The COPY never started on the primary (it refused it): close ours.
+                match self.outcomes.recv().await {
+                    Some(o) => self.copy_end(Bytes::new(), o).await,
+                    None => self.copy = None,
+                }
+            }
+            match q.item {
+                Item::Unit(u) if u.copy_in => self.copy_start(u).await,
+                Item::Unit(u) => match self.outcomes.recv().await {
+                    Some(o) => self.unit(u, o).await,
+                    None => self.outcome_unknown(&u).await,
+                },
+                Item::CopyData(d) => self.copy_data(d).await,
+                Item::CopyEnd(end) => match self.outcomes.recv().await {
+                    Some(o) => self.copy_end(end, o).await,
+                    None => {
+                        if let Some(c) = self.copy.take() {
+                            self.outcome_unknown(&c.unit).await;
+                        }
+                    }
+                },
+            }
+            self.queued_bytes.fetch_sub(q.bytes as u64, Ordering::Relaxed);
+            metrics::gauge!("dualwrite_secondary_lag_bytes").decrement(q.bytes as f64);
+        }
+        // The session ended. A transaction still open on the primary was rolled back with it.
+        if let Some(mut c) = self.conn.take() {
+            let _ = c.writer.write_all(b"X\0\0\0\x04").await;
+        }
+    }
+
+    /// Whether units go live to the secondary now (connecting if due).
+    async fn live(&mut self, at_boundary: bool) -> bool {
+        if !self.shared.dual.attached() || self.lag_detached.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.conn.is_none() && at_boundary && Instant::now() >= self.next_connect {
+            self.connect().await;
+        }
+        self.conn.is_some()
+    }
+
+    async fn connect(&mut self) {
+        let settings = self.shared.settings();
+        let password = settings
+            .users
+            .get(&self.info.user)
+            .and_then(|u| u.backend_password(self.backend.side).cloned())
+            .or_else(|| (self.backend.url.user == self.info.user).then(|| self.backend.url.password.clone()).flatten());
+        match backend::connect(&self.backend, &self.info.user, &self.info.database, password.as_ref(), &self.info.params, settings.connect_timeout).await {
+            Ok(c) => {
+                let mut conn = Conn {
+                    reader: c.reader,
+                    writer: c.writer,
+                    buf: c.leftover,
+                };
+                self.statements.clear();
+                self.sec_status = b'I';
+                for stmt in self.prelude.clone() {
+                    let mut q = BytesMut::new();
+                    let mut body = stmt.into_bytes();
+                    body.push(0);
+                    protocol::frontend_message(&mut q, f::QUERY, &body);
+                    if let Err(e) = roundtrip(&mut conn, &q).await {
+                        warn!(error = %e.0, "secondary: restoring session state failed");
+                        return;
+                    }
+                }
+                self.backoff = settings.reconnect_backoff;
+                self.conn = Some(conn);
+                debug!("secondary session open");
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?self.backoff, "secondary unreachable");
+                self.next_connect = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+
+    fn lost(&mut self, why: &str) {
+        warn!(error = why, "secondary session lost");
+        metrics::counter!("dualwrite_secondary_failures_total", "kind" => "connection").increment(1);
+        self.conn = None;
+        self.statements.clear();
+        self.sec_status = b'I';
+        self.next_connect = Instant::now() + self.backoff;
+    }
+
+    async fn unit(&mut self, u: Unit, o: Outcome) {
+        let before = o.status_before;
+        let after = o.status_after;
+        let primary_error = o.error().is_some();
+        if before == b'I' {
+            self.txn.clear();
+            self.txn_failed = None;
+        }
+        let action = if primary_error {
+            if after == b'I' && before != b'I' {
+                Action::Rollback
+            } else {
+                Action::Skip
+            }
+        } else if u.tx == Some(TxControl::Commit) && o.tag(0) != Some("COMMIT") {
+            Action::Rollback
+        } else {
+            Action::Apply
+        };
+        self.warn_nondeterministic(&u);
+        let shared = self.shared.clone();
+        let gate = shared.dual.gate.read().await;
+        match action {
+            Action::Skip => {}
+            Action::Rollback => {
+                self.txn.clear();
+                self.txn_failed = None;
+            }
+            Action::Apply => {
+                let in_txn = before != b'I' || after != b'I';
+                if in_txn {
+                    self.txn.push(u.clone());
+                }
+                if self.txn_failed.is_some() {
+                    // The secondary's transaction already failed: the rest is journaled with it.
+                } else if !self.live(before == b'I').await {
+                    let reason = self.detached_reason();
+                    if in_txn {
+                        self.txn_failed = Some(reason);
+                    } else {
+                        self.journal_units(std::slice::from_ref(&u), &reason).await;
+                    }
+                } else {
+                    match self.send_unit(&u).await {
+                        Ok(sec) => {
+                            if let Some((code, message)) = sec.error() {
+                                let reason = format!("{code} {message}");
+                                metrics::counter!("dualwrite_secondary_failures_total", "kind" => "error").increment(1);
+                                self.shared.dual.secondary_failures.fetch_add(1, Ordering::Relaxed);
+                                info!(error = %reason, statement = %u.text, "secondary failed a statement the primary applied");
+                                if in_txn {
+                                    self.txn_failed = Some(reason);
+                                } else {
+                                    self.journal_units(std::slice::from_ref(&u), &reason).await;
+                                }
+                            } else {
+                                self.compare(&u, &o, &sec).await;
+                                for t in &u.tables {
+                                    self.shared.dual.note_write(t);
+                                }
+                                if u.session_state && u.tx.is_none() && self.prelude.len() < 100 {
+                                    if let Some(Step::Raw(q)) = u.steps.first() {
+                                        if q.first() == Some(&f::QUERY) {
+                                            self.prelude.push(query_text(q));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Err(Lost(why)) => {
+                            self.lost(&why);
+                            let reason = format!("secondary connection lost: {why}");
+                            if in_txn {
+                                self.txn_failed = Some(reason);
+                            } else {
+                                self.journal_units(std::slice::from_ref(&u), &reason).await;
+                            }
+                        }
+                    }
+                }
+                if after == b'I' && before != b'I' {
+                    // The primary committed the transaction.
+                    if let Some(reason) = self.txn_failed.take() {
+                        let units = std::mem::take(&mut self.txn);
+                        self.journal_units(&units, &reason).await;
+                    }
+                    self.txn.clear();
+                }
+            }
+        }
+        drop(gate);
+        if after == b'I' && self.sec_status != b'I' {
+            self.rollback().await;
+        }
+    }
+
+    fn detached_reason(&self) -> String {
+        if self.lag_detached.load(Ordering::Acquire) {
+            "secondary lag bound reached".into()
+        } else if !self.shared.dual.attached() {
+            "secondary detached until the journal is replayed".into()
+        } else {
+            "secondary unreachable".into()
+        }
+    }
+
+    async fn rollback(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            let mut q = BytesMut::new();
+            protocol::frontend_message(&mut q, f::QUERY, b"ROLLBACK\0");
+            match roundtrip(conn, &q).await {
+                Ok(o) => self.sec_status = o.status_after,
+                Err(Lost(why)) => self.lost(&why),
+            }
+        }
+    }
+
+    /// Send a unit's steps and read the secondary's answer.
+    async fn send_unit(&mut self, u: &Unit) -> Result<Outcome, Lost> {
+        let mut out = BytesMut::with_capacity(u.bytes + 64);
+        let mut parsed = Vec::new();
+        for step in &u.steps {
+            match step {
+                Step::Raw(b) => out.extend_from_slice(b),
+                Step::Bind {
+                    statement,
+                    generation,
+                    parse,
+                    bind,
+                } => {
+                    if self.statements.get(statement) != Some(generation) {
+                        out.extend_from_slice(parse);
+                        self.statements.insert(statement.clone(), *generation);
+                        parsed.push(statement.clone());
+                    }
+                    out.extend_from_slice(bind);
+                }
+            }
+        }
+        let conn = self.conn.as_mut().ok_or_else(|| Lost("not connected".into()))?;
+        let outcome = roundtrip(conn, &out).await?;
+        self.sec_status = outcome.status_after;
+        if outcome.error().is_some() {
+            // Statements parsed in a failed batch may not exist: forget (and close) them.
+            let mut close = BytesMut::new();
+            for name in parsed.iter().filter(|n| !n.is_empty()) {
+                let mut body = vec![b'S'];
+                body.extend_from_slice(name.as_bytes());
+                body.push(0);
+                protocol::frontend_message(&mut close, f::CLOSE, &body);
+                self.statements.remove(name);
+            }
+            if !close.is_empty() {
+                protocol::frontend_message(&mut close, f::SYNC, &[]);
+                let conn = self.conn.as_mut().ok_or_else(|| Lost("not connected".into()))?;
+                self.sec_status = roundtrip(conn, &close).await?.status_after;
+            }
+            self.statements.remove("");
+        }
+        Ok(outcome)
+    }
+
+    async fn compare(&mut self, u: &Unit, primary: &Outcome, secondary: &Outcome) {
+        for (i, &pi) in u.results.iter().enumerate() {
+            let (Some(p), Some(s)) = (primary.results.get(pi), secondary.results.get(i)) else {
+                continue;
+            };
+            if p != s {
+                self.shared.dual.divergences.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("dualwrite_divergences_total").increment(1);
+                let (pd, sd) = (p.describe(), s.describe());
+                warn!(primary = %pd, secondary = %sd, statement = %u.text, "write divergence");
+                let record = self.record(RecordKind::Divergence, std::slice::from_ref(u), "results differ");
+                let record = Record {
+                    primary_result: Some(pd),
+                    secondary_result: Some(sd),
+                    ..record
+                };
+                self.append(record).await;
+            }
+        }
+    }
+
+    fn warn_nondeterministic(&self, u: &Unit) {
+        if u.nondeterministic.is_empty() {
+            return;
+        }
+        for func in &u.nondeterministic {
+            metrics::counter!("dualwrite_nondeterministic_statements_total", "function" => *func).increment(1);
+        }
+        if self.shared.dual.first_sighting(&u.text) {
+            warn!(functions = ?u.nondeterministic, statement = %u.text,
+                "write calls non-deterministic functions: each database computes its own value");
+        }
+    }
+
+    /// A unit whose primary answer never came (the primary connection ended first): it may or
+    /// may not have been applied there, so it is reported, not replayed.
+    async fn outcome_unknown(&mut self, u: &Unit) {
+        let record = self.record(RecordKind::Divergence, std::slice::from_ref(u), "the primary's answer was lost (connection ended); not replayed");
+        self.append(record).await;
+    }
+
+    fn record(&self, kind: RecordKind, units: &[Unit], error: &str) -> Record {
+        let mut messages = Vec::new();
+        let mut parsed = std::collections::HashSet::new();
+        let mut tables = Vec::new();
+        let mut wrap = true;
+        for u in units {
+            // Transaction control around the journaled statements is the replayer's job.
+            if units.len() > 1 && matches!(u.tx, Some(TxControl::Begin) | Some(TxControl::Commit)) {
+                continue;
+            }
+            wrap &= u.wrap_ok;
+            for t in &u.tables {
+                if !tables.contains(t) {
+                    tables.push(t.clone());
+                }
+            }
+            for step in &u.steps {
+                match step {
+                    Step::Raw(b) => messages.extend_from_slice(b),
+                    Step::Bind {
+                        statement,
+                        generation,
+                        parse,
+                        bind,
+                    } => {
+                        if statement.is_empty() || parsed.insert((statement.clone(), *generation)) {
+                            messages.extend_from_slice(parse);
+                        }
+                        messages.extend_from_slice(bind);
+                    }
+                }
+            }
+        }
+        Record {
+            seq: 0,
+            time_micros: 0,
+            kind,
+            session: self.info.id,
+            user: self.info.user.clone(),
+            database: self.info.database.clone(),
+            prelude: self.prelude.clone(),
+            messages,
+            wrap,
+            tables,
+            error: error.to_string(),
+            primary_result: None,
+            secondary_result: None,
+        }
+    }
+
+    async fn journal_units(&mut self, units: &[Unit], reason: &str) {
+        let record = self.record(RecordKind::Missed, units, reason);
+        if record.messages.is_empty() {
+            return;
+        }
+        self.shared.dual.detach(reason);
+        self.append(record).await;
+    }
+
+    async fn append(&mut self, record: Record) {
+        append(self.shared.clone(), record).await
+    }
+
+    async fn copy_start(&mut self, u: Unit) {
+        let extended = !matches!(u.steps.first(), Some(Step::Raw(b)) if b.first() == Some(&f::QUERY));
+        let live = self.txn_failed.is_none() && self.live(true).await;
+        let mut state = CopyState {
+            unit: u,
+            live: false,
+            extended,
+            failure: None,
+            data: Vec::new(),
+            data_bytes: 0,
+        };
+        if live {
+            let mut out = BytesMut::new();
+            for step in &state.unit.steps {
+                match step {
+                    Step::Raw(b) => out.extend_from_slice(b),
+                    Step::Bind { statement, generation, parse, bind } => {
+                        if self.statements.get(statement) != Some(generation) {
+                            out.extend_from_slice(parse);
+                            self.statements.insert(statement.clone(), *generation);
+                        }
+                        out.extend_from_slice(bind);
+                    }
+                }
+            }
+            if extended {
+                protocol::frontend_message(&mut out, f::FLUSH, &[]);
+            }
+            let conn = self.conn.as_mut().expect("live() checked the connection");
+            let started = async {
+                conn.writer.write_all(&out).await.map_err(|e| Lost(e.to_string()))?;
+                let mut c = Collector::default();
+                c.begin(b'I');
+                loop {
+                    let (tag, body) = read_message(&mut conn.reader, &mut conn.buf, 1 << 30).await.map_err(|e| Lost(e.to_string()))?;
+                    if tag == b'G' {
+                        return Ok(None);
+                    }
+                    if let Some(o) = c.message(tag, &body) {
+                        return Ok(Some(o));
+                    }
+                    if tag == b'E' && extended {
+                        // The error ends the batch; ask for its ReadyForQuery.
+                        let mut s = BytesMut::new();
+                        protocol::frontend_message(&mut s, f::SYNC, &[]);
+                        conn.writer.write_all(&s).await.map_err(|e| Lost(e.to_string()))?;
+                    }
+                }
+            };
+            match started.await {
+                Ok(None) => state.live = true,
+                Ok(Some(o)) => {
+                    self.sec_status = o.status_after;
+                    state.failure = Some(o.error().map(|(c, m)| format!("{c} {m}")).unwrap_or_else(|| "COPY did not start".into()));
+                }
+                Err(Lost(why)) => {
+                    self.lost(&why);
+                    state.failure = Some(format!("secondary connection lost: {why}"));
+                }
+            }
+        }
+        self.copy = Some(state);
+    }
+
+    async fn copy_data(&mut self, d: Bytes) {
+        let Some(state) = self.copy.as_mut() else { return };
+        if state.data_bytes <= COPY_JOURNAL_LIMIT {
+            state.data_bytes += d.len();
+            state.data.push(d.clone());
+        }
+        if state.live {
+            if let Some(conn) = self.conn.as_mut() {
+                if let Err(e) = conn.writer.write_all(&d).await {
+                    state.live = false;
+                    state.failure = Some(format!("secondary connection lost: {e}"));
+                    self.lost(&e.to_string());
+                }
+            }
+        }
+    }
+
+    async fn copy_end(&mut self, end: Bytes, o: Outcome) {
+        let Some(mut state) = self.copy.take() else { return };
+        let primary_ok = o.error().is_none();
+        let before = o.status_before;
+        let after = o.status_after;
+        let in_txn = before != b'I' || after != b'I';
+        if state.live {
+            let mut out = BytesMut::new();
+            if primary_ok {
+                out.extend_from_slice(&end);
+            } else {
+                protocol::frontend_message(&mut out, f::COPY_FAIL, b"the primary's COPY failed\0");
+            }
+            if state.extended {
+                protocol::frontend_message(&mut out, f::SYNC, &[]);
+            }
+            let conn = self.conn.as_mut().expect("live COPY has a connection");
+            match roundtrip(conn, &out).await {
+                Ok(sec) => {
+                    self.sec_status = sec.status_after;
+                    if primary_ok {
+                        if let Some((code, message)) = sec.error() {
+                            state.failure = Some(format!("{code} {message}"));
+                        } else {
+                            let unit = state.unit.clone();
+                            self.compare(&unit, &o, &sec).await;
+                            for t in &unit.tables {
+                                self.shared.dual.note_write(t);
+                            }
+                        }
+                    }
+                }
+                Err(Lost(why)) => {
+                    self.lost(&why);
+                    state.failure = Some(format!("secondary connection lost: {why}"));
+                }
+            }
+        } else if state.failure.is_none() {
+            state.failure = Some(self.detached_reason());
+        }
+        if primary_ok {
+            if let Some(reason) = state.failure.take() {
+                metrics::counter!("dualwrite_secondary_failures_total", "kind" => "copy").increment(1);
+                let mut unit = state.unit.clone();
+                if state.data_bytes <= COPY_JOURNAL_LIMIT {
+                    for d in state.data.drain(..) {
+                        unit.steps.push(Step::Raw(d));
+                    }
+                    unit.steps.push(Step::Raw(end.clone()));
+                    if state.extended {
+                        let mut s = BytesMut::new();
+                        protocol::frontend_message(&mut s, f::SYNC, &[]);
+                        unit.steps.push(Step::Raw(s.freeze()));
+                    }
+                    if in_txn {
+                        self.txn.push(unit);
+                        self.txn_failed.get_or_insert(reason);
+                    } else {
+                        self.journal_units(&[unit], &reason).await;
+                    }
+                } else {
+                    let why = format!("{reason}; COPY of {} bytes into {:?} is too large to journal: re-backfill it", state.data_bytes, unit.tables);
+                    self.shared.dual.detach(&why);
+                    let record = self.record(RecordKind::Divergence, &[unit], &why);
+                    self.append(record).await;
+                }
+            } else if in_txn {
+                self.txn.push(state.unit.clone());
+            }
+        }
+        if after == b'I' && before != b'I' {
+            if let Some(reason) = self.txn_failed.take() {
+                let units = std::mem::take(&mut self.txn);
+                if primary_ok {
+                    self.journal_units(&units, &reason).await;
+                }
+            }
+            self.txn.clear();
+        }
+        if after == b'I' && self.sec_status != b'I' {
+            self.rollback().await;
+        }
+    }
+}
+
+/// Append to the journal; a failure to record is logged loudly, never hidden.
+async fn append(shared: Arc<Shared>, record: Record) {
+    match &shared.journal {
+            Some(j) => {
+                if let Err(e) = j.append(record).await {
+                    tracing::error!(error = %e, "JOURNAL WRITE FAILED: a write the secondary missed could not be recorded");
+                    metrics::counter!("dualwrite_errors_total", "kind" => "journal").increment(1);
+                }
+            }
+            None => tracing::error!("no journal open: a write the secondary missed could not be recorded"),
+        }
+}
+
+fn query_text(q: &[u8]) -> String {
+    let body = &q[5..];
+    let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
+    String::from_utf8_lossy(&body[..end]).into_owned()
+}
+
+/// Write `out` and read the answer up to ReadyForQuery.
+async fn roundtrip(conn: &mut Conn, out: &[u8]) -> Result<Outcome, Lost> {
+    conn.writer.write_all(out).await.map_err(|e| Lost(e.to_string()))?;
+    conn.writer.flush().await.map_err(|e| Lost(e.to_string()))?;
+    let mut c = Collector::default();
+    c.begin(b'I');
+    loop {
+        let (tag, body) = read_message(&mut conn.reader, &mut conn.buf, 1 << 30)
+            .await
+            .map_err(|e| Lost(e.to_string()))?;
+        if let Some(o) = c.message(tag, &body) {
+            return Ok(o);
+        }
+    }
+}

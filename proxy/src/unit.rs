@@ -1,0 +1,295 @@
+//! Turning a client's message stream into the units the secondary replays.
+//!
+//! A unit is what one ReadyForQuery answers: a simple Query, an extended-protocol batch up to
+//! its Sync, or a FunctionCall. Each statement is classified once (at Query, or at Parse for a
+//! prepared statement, reused by every Bind/Execute). Only what can change data or session
+//! state goes into a unit's secondary steps; pure reads stay on the primary.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::classify::{self, Route, TxControl};
+use crate::protocol::{cstr, frontend as f};
+
+/// One thing to send to the secondary.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// A frame sent as is (Query, Execute, Close, Sync, FunctionCall).
+    Raw(Bytes),
+    /// A Bind; the worker first sends `parse` if the secondary does not have statement
+    /// `statement` at generation `generation` yet.
+    Bind {
+        statement: String,
+        generation: u64,
+        parse: Bytes,
+        bind: Bytes,
+    },
+}
+
+impl Step {
+    pub fn len(&self) -> usize {
+        match self {
+            Step::Raw(b) => b.len(),
+            Step::Bind { parse, bind, .. } => parse.len() + bind.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the secondary gets for one unit.
+#[derive(Debug, Clone, Default)]
+pub struct Unit {
+    pub steps: Vec<Step>,
+    /// For each result the secondary will produce (one per statement of a Query, one per
+    /// sent Execute), the index of the matching result in the primary's answer.
+    pub results: Vec<usize>,
+    /// The unit is exactly one transaction-control statement of this kind.
+    pub tx: Option<TxControl>,
+    /// No transaction control inside: a replay may wrap it in its own transaction.
+    pub wrap_ok: bool,
+    pub session_state: bool,
+    pub tables: Vec<String>,
+    pub nondeterministic: Vec<&'static str>,
+    /// The unit starts a COPY FROM STDIN on the secondary.
+    pub copy_in: bool,
+    /// First statement text, for logs and warnings.
+    pub text: String,
+    pub bytes: usize,
+}
+
+/// An item on a session's secondary queue.
+#[derive(Debug)]
+pub enum Item {
+    /// A whole unit, applied once the primary has answered it.
+    Unit(Unit),
+    /// COPY data for the unit whose COPY started (streamed, not gated).
+    CopyData(Bytes),
+    /// CopyDone/CopyFail from the client: closes the COPY unit; gated on the primary's answer.
+    CopyEnd(Bytes),
+}
+
+#[derive(Debug, Clone)]
+struct Statement {
+    generation: u64,
+    parse: Bytes,
+    text: String,
+    class: classify::Classification,
+}
+
+/// Per-session classification state for the extended protocol.
+#[derive(Default)]
+pub struct Builder {
+    statements: HashMap<String, Statement>,
+    /// Portal name -> statement name, for portals bound on the secondary.
+    portals: HashMap<String, Option<String>>,
+    generation: u64,
+    current: Unit,
+    executes: usize,
+    in_copy: bool,
+}
+
+fn text_of(body: &[u8]) -> String {
+    let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
+    String::from_utf8_lossy(&body[..end]).into_owned()
+}
+
+fn absorb(unit: &mut Unit, class: &classify::Classification, text: &str) {
+    if unit.text.is_empty() {
+        unit.text = text.chars().take(200).collect();
+    }
+    unit.session_state |= class.session_state;
+    for t in &class.tables {
+        if !unit.tables.contains(t) {
+            unit.tables.push(t.clone());
+        }
+    }
+    for n in &class.nondeterministic {
+        if !unit.nondeterministic.contains(n) {
+            unit.nondeterministic.push(n);
+        }
+    }
+    if class.tx != TxControl::None {
+        unit.wrap_ok = false;
+    }
+}
+
+impl Builder {
+    /// Feed one whole client frame (`tag`, the frame with its header). Returns items to queue
+    /// for the secondary, and whether the frame ended a unit (Query, Sync, FunctionCall).
+    pub fn push(&mut self, tag: u8, frame: &Bytes, out: &mut Vec<Item>) -> bool {
+        let body = &frame[5..];
+        if self.in_copy {
+            match tag {
+                f::COPY_DATA => {
+                    out.push(Item::CopyData(frame.clone()));
+                    return false;
+                }
+                f::COPY_DONE | f::COPY_FAIL => {
+                    self.in_copy = false;
+                    out.push(Item::CopyEnd(frame.clone()));
+                    // A simple-query COPY's unit ends with its ReadyForQuery; an extended one
+                    // continues to its Sync (which closes an empty unit).
+                    return false;
+                }
+                // Ignored by the server during COPY; the unit goes on.
+                f::FLUSH => return false,
+                f::SYNC => {}
+                // The COPY never started (the server refused it): back to normal.
+                _ => self.in_copy = false,
+            }
+        }
+        match tag {
+            f::QUERY => {
+                let text = text_of(body);
+                let class = classify::classify(&text);
+                self.reset_unit();
+                if class.route == Route::Both {
+                    let mut unit = Unit {
+                        wrap_ok: true,
+                        ..Unit::default()
+                    };
+                    absorb(&mut unit, &class, &text);
+                    unit.tx = single_tx(&class);
+                    unit.results = (0..class.statements).collect();
+                    unit.steps.push(Step::Raw(frame.clone()));
+                    unit.bytes = frame.len();
+                    unit.copy_in = class.copy_from_stdin;
+                    self.in_copy = class.copy_from_stdin;
+                    out.push(Item::Unit(unit));
+                }
+                true
+            }
+            f::FUNCTION_CALL => {
+                self.reset_unit();
+                let unit = Unit {
+                    steps: vec![Step::Raw(frame.clone())],
+                    bytes: frame.len(),
+                    text: "<function call>".into(),
+                    ..Unit::default()
+                };
+                out.push(Item::Unit(unit));
+                true
+            }
+            f::PARSE => {
+                let Some((name, rest)) = cstr(body) else { return false };
+                let text = text_of(rest);
+                let name = String::from_utf8_lossy(name).into_owned();
+                self.generation += 1;
+                let class = classify::classify(&text);
+                self.statements.insert(
+                    name,
+                    Statement {
+                        generation: self.generation,
+                        parse: frame.clone(),
+                        text,
+                        class,
+                    },
+                );
+                false
+            }
+            f::BIND => {
+                let Some((portal, rest)) = cstr(body) else { return false };
+                let Some((stmt, _)) = cstr(rest) else { return false };
+                let portal = String::from_utf8_lossy(portal).into_owned();
+                let stmt = String::from_utf8_lossy(stmt).into_owned();
+                match self.statements.get(&stmt) {
+                    Some(s) if s.class.route == Route::Both => {
+                        let s = s.clone();
+                        self.begin_extended();
+                        absorb(&mut self.current, &s.class, &s.text);
+                        self.current.steps.push(Step::Bind {
+                            statement: stmt.clone(),
+                            generation: s.generation,
+                            parse: s.parse.clone(),
+                            bind: frame.clone(),
+                        });
+                        self.current.bytes += s.parse.len() + frame.len();
+                        self.portals.insert(portal, Some(stmt));
+                    }
+                    _ => {
+                        self.portals.insert(portal, None);
+                    }
+                }
+                false
+            }
+            f::EXECUTE => {
+                let portal = cstr(body).map(|(p, _)| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+                let index = self.executes;
+                self.executes += 1;
+                if let Some(Some(stmt)) = self.portals.get(&portal) {
+                    let s = self.statements.get(stmt).cloned();
+                    self.current.steps.push(Step::Raw(frame.clone()));
+                    self.current.bytes += frame.len();
+                    self.current.results.push(index);
+                    if let Some(s) = s {
+                        if s.class.copy_from_stdin {
+                            // The COPY starts now: send what we have, stream the data.
+                            self.current.copy_in = true;
+                            self.current.tx = None;
+                            let unit = std::mem::take(&mut self.current);
+                            out.push(Item::Unit(unit));
+                            self.in_copy = true;
+                        }
+                    }
+                }
+                false
+            }
+            f::CLOSE => {
+                if let Some((&kind, rest)) = body.split_first() {
+                    let name = cstr(rest).map(|(n, _)| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
+                    let on_secondary = if kind == b'S' {
+                        self.statements.remove(&name).is_some_and(|s| s.class.route == Route::Both)
+                    } else {
+                        matches!(self.portals.remove(&name), Some(Some(_)))
+                    };
+                    if on_secondary {
+                        self.begin_extended();
+                        self.current.steps.push(Step::Raw(frame.clone()));
+                        self.current.bytes += frame.len();
+                    }
+                }
+                false
+            }
+            f::SYNC => {
+                let mut unit = std::mem::take(&mut self.current);
+                self.executes = 0;
+                if !unit.steps.is_empty() {
+                    unit.steps.push(Step::Raw(frame.clone()));
+                    unit.bytes += frame.len();
+                    if unit.results.len() == 1 && unit.steps.len() == 3 {
+                        // Bind + Execute + Sync of one transaction-control statement.
+                        if let Some(Step::Bind { statement, .. }) = unit.steps.first() {
+                            if let Some(s) = self.statements.get(statement) {
+                                unit.tx = single_tx(&s.class);
+                            }
+                        }
+                    }
+                    out.push(Item::Unit(unit));
+                } else {
+                    // A Sync alone still gets a ReadyForQuery; the secondary needs nothing.
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn begin_extended(&mut self) {
+        if self.current.steps.is_empty() && self.current.text.is_empty() {
+            self.current.wrap_ok = true;
+        }
+    }
+
+    fn reset_unit(&mut self) {
+        self.current = Unit::default();
+        self.executes = 0;
+    }
+}
+
+fn single_tx(class: &classify::Classification) -> Option<TxControl> {
+    (class.statements == 1 && !matches!(class.tx, TxControl::None | TxControl::Mixed)).then_some(class.tx)
+}
