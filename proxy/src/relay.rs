@@ -260,12 +260,13 @@ async fn client_to_backend(
         }
         if pos > 0 {
             let chunk = buf.split_to(pos).freeze();
-            if let Some(sec) = secondary {
-                // Route before forwarding, so the unit's entry is queued before its answer.
+            if secondary.is_some() {
+                // Route before forwarding, so each unit's entry is queued before its answer.
                 for &(tag, start, len) in &frames {
                     let frame = chunk.slice(start..start + len);
+                    let before = items.len();
                     let boundary = builder.push(tag, &frame, &mut items);
-                    dual_since_boundary |= items.iter().any(|i| matches!(i, Item::Unit(_)));
+                    dual_since_boundary |= items[before..].iter().any(|i| matches!(i, Item::Unit(_)));
                     if boundary {
                         let maybe_ignored = tag == f::SYNC && ignored_syncs.get(sync_index).copied().unwrap_or(false);
                         if tag == f::SYNC {
@@ -279,13 +280,17 @@ async fn client_to_backend(
                         m.routed(dual_since_boundary);
                         dual_since_boundary = false;
                     }
-                    for item in items.drain(..) {
-                        sec.send(item).await;
-                    }
                 }
             }
             if writer.write_all(&chunk).await.is_err() || writer.flush().await.is_err() {
                 return End::BackendGone;
+            }
+            // Only after the primary has the frames: the secondary's worker waits for the
+            // primary's answers, so queueing first could wait on frames not yet sent.
+            if let Some(sec) = secondary {
+                for item in items.drain(..) {
+                    sec.send(item).await;
+                }
             }
         }
         if terminate {

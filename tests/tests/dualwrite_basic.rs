@@ -155,3 +155,31 @@ async fn update_of_history_the_target_lacks_is_a_divergence() {
     // A divergence is reported, not a failure: the secondary stays attached.
     assert_eq!(status["dual_write"]["secondary_attached"], true, "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_bound_backpressure_never_deadlocks_or_loses() {
+    let d = DualWrite::start_with("", "[secondary]\nmax_lag_bytes = 65536\n").await;
+    d.both("CREATE TABLE big (id int PRIMARY KEY, payload text); GRANT ALL ON big TO app");
+    let c = d.client().await;
+    // A COPY far larger than the bound.
+    let sink = c.copy_in("COPY big FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    let mut data = Vec::new();
+    for i in 0..20_000 {
+        data.extend_from_slice(format!("{i}\t{}\n", "x".repeat(200)).as_bytes());
+    }
+    for chunk in data.chunks(8192) {
+        sink.send(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 20_000);
+    // Thousands of pipelined inserts on one connection.
+    let ins = c.prepare("INSERT INTO big VALUES ($1, $2)").await.unwrap();
+    let futs = (20_000..23_000i32).map(|i| {
+        let (c, ins) = (&c, &ins);
+        async move { c.execute(ins, &[&i, &"p"]).await }
+    });
+    futures_util::future::try_join_all(futs).await.unwrap();
+    let same = d.assert_same("SELECT count(*) || ' ' || md5(string_agg(id || payload, ',' ORDER BY id)) FROM big").await;
+    assert!(same.starts_with("23000 "), "{same}");
+    assert_eq!(d.status().await["dual_write"]["journal"]["records"], 0);
+}
