@@ -395,6 +395,17 @@ impl Worker {
         for step in &u.steps {
             match step {
                 Step::Raw(b) => out.extend_from_slice(b),
+                Step::Parse {
+                    statement,
+                    generation,
+                    parse,
+                } => {
+                    if self.statements.get(statement) != Some(generation) {
+                        out.extend_from_slice(parse);
+                        self.statements.insert(statement.clone(), *generation);
+                        parsed.push(statement.clone());
+                    }
+                }
                 Step::Bind {
                     statement,
                     generation,
@@ -493,6 +504,15 @@ impl Worker {
             for step in &u.steps {
                 match step {
                     Step::Raw(b) => messages.extend_from_slice(b),
+                    Step::Parse {
+                        statement,
+                        generation,
+                        parse,
+                    } => {
+                        if parsed.insert((statement.clone(), *generation)) {
+                            messages.extend_from_slice(parse);
+                        }
+                    }
                     Step::Bind {
                         statement,
                         generation,
@@ -525,6 +545,17 @@ impl Worker {
     }
 
     async fn journal_units(&mut self, units: &[Unit], reason: &str) {
+        // Statements only prepared, never executed, change nothing: not worth a record.
+        let prepare_only = |u: &Unit| {
+            u.steps.iter().all(|s| match s {
+                Step::Parse { .. } => true,
+                Step::Raw(b) => b.first() == Some(&f::SYNC),
+                Step::Bind { .. } => false,
+            })
+        };
+        if units.iter().all(prepare_only) {
+            return;
+        }
         let record = self.record(RecordKind::Missed, units, reason);
         if record.messages.is_empty() {
             return;
@@ -553,6 +584,12 @@ impl Worker {
             for step in &state.unit.steps {
                 match step {
                     Step::Raw(b) => out.extend_from_slice(b),
+                    Step::Parse { statement, generation, parse } => {
+                        if self.statements.get(statement) != Some(generation) {
+                            out.extend_from_slice(parse);
+                            self.statements.insert(statement.clone(), *generation);
+                        }
+                    }
                     Step::Bind { statement, generation, parse, bind } => {
                         if self.statements.get(statement) != Some(generation) {
                             out.extend_from_slice(parse);

@@ -17,6 +17,13 @@ use crate::protocol::{cstr, frontend as f};
 pub enum Step {
     /// A frame sent as is (Query, Execute, Close, Sync, FunctionCall).
     Raw(Bytes),
+    /// A named statement the secondary should have (every named statement is prepared on both
+    /// sides, so it can be executed after a cutover); sent unless it already has it.
+    Parse {
+        statement: String,
+        generation: u64,
+        parse: Bytes,
+    },
     /// A Bind; the worker first sends `parse` if the secondary does not have statement
     /// `statement` at generation `generation` yet.
     Bind {
@@ -31,6 +38,7 @@ impl Step {
     pub fn len(&self) -> usize {
         match self {
             Step::Raw(b) => b.len(),
+            Step::Parse { parse, .. } => parse.len(),
             Step::Bind { parse, bind, .. } => parse.len() + bind.len(),
         }
     }
@@ -180,6 +188,18 @@ impl Builder {
                 let name = String::from_utf8_lossy(name).into_owned();
                 self.generation += 1;
                 let class = classify::classify(&text);
+                if !name.is_empty() {
+                    self.begin_extended();
+                    self.current.steps.push(Step::Parse {
+                        statement: name.clone(),
+                        generation: self.generation,
+                        parse: frame.clone(),
+                    });
+                    self.current.bytes += frame.len();
+                    if self.current.text.is_empty() {
+                        self.current.text = text.chars().take(200).collect();
+                    }
+                }
                 self.statements.insert(
                     name,
                     Statement {
