@@ -5,7 +5,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -27,6 +28,13 @@ pub struct Status {
     pub target: Option<String>,
     /// Dual-write facts for choosing the consistency time T.
     pub dual_write: Option<DualWriteStatus>,
+    pub shadow_reads: f64,
+    /// New transactions wait: a cutover is in progress.
+    pub paused: bool,
+    pub cutovers: Vec<crate::cutover::CutoverEvent>,
+    /// Where mode and primary came from at start: the config file, or the state the proxy
+    /// persisted before it last stopped.
+    pub state_from: String,
 }
 
 /// `status.dual_write`: present when a target is configured.
@@ -75,6 +83,10 @@ pub fn status(shared: &Shared) -> Status {
         }
         .to_string(),
         client_connections: shared.client_connections(),
+        shadow_reads: s.shadow_reads,
+        paused: shared.gate.paused(),
+        cutovers: shared.gate.history(),
+        state_from: shared.state_from.clone(),
         max_client_connections: s.max_client_connections,
         source: s.source.url.endpoint(),
         target: s.target.as_ref().map(|t| t.url.endpoint()),
@@ -116,10 +128,86 @@ async fn get_metrics() -> impl IntoResponse {
     )
 }
 
+/// `POST /cutover` body.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct CutoverRequest {
+    pub to: Side,
+    /// How long in-flight transactions may take to finish, e.g. "10s".
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn error(status: StatusCode, message: String) -> axum::response::Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn post_cutover(State(shared): State<Arc<Shared>>, Json(req): Json<CutoverRequest>) -> axum::response::Response {
+    let timeout = match req.timeout.as_deref().map(humantime::parse_duration).transpose() {
+        Ok(t) => t.unwrap_or(std::time::Duration::from_secs(10)),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("timeout: {e}")),
+    };
+    match crate::cutover::cutover(&shared, req.to, timeout, req.force).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e @ crate::cutover::CutoverError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `POST /config` body: the keys that apply live.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    pub mode: Option<Mode>,
+    pub shadow_reads: Option<f64>,
+}
+
+async fn post_config(State(shared): State<Arc<Shared>>, Json(req): Json<LiveConfig>) -> axum::response::Response {
+    match apply_live(&shared, &req) {
+        Ok(()) => Json(status(&shared)).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+/// Apply live-changeable keys; anything the running proxy can't apply is refused with a reason.
+pub fn apply_live(shared: &Shared, req: &LiveConfig) -> Result<(), String> {
+    let current = shared.settings();
+    let mut next = (*current).clone();
+    if let Some(rate) = req.shadow_reads {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err("shadow_reads must be between 0.0 and 1.0".into());
+        }
+        if rate > 0.0 && current.target.is_none() {
+            return Err("shadow_reads needs a [target]".into());
+        }
+        next.shadow_reads = rate;
+    }
+    if let Some(mode) = req.mode {
+        if mode == Mode::DualWrite && current.target.is_none() {
+            return Err("dual-write needs a [target]".into());
+        }
+        next.mode = mode;
+    }
+    let changed_mode = next.mode != current.mode;
+    shared.apply_shadow_rate(next.shadow_reads);
+    shared.replace_settings(next);
+    if changed_mode {
+        if shared.settings().mode == Mode::DualWrite {
+            shared.dual.mark_started();
+        }
+        shared.gate.bump_epoch();
+    }
+    crate::state::save(shared);
+    Ok(())
+}
+
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/metrics", get(get_metrics))
         .route("/status", get(get_status))
+        .route("/cutover", post(post_cutover))
+        .route("/config", post(post_config))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -65,6 +65,15 @@ impl Cancels {
         }
     }
 
+    /// Point a client's key at another backend session (after a cutover swapped them).
+    pub fn retarget(&self, pid: i32, backend: Backend, backend_pid: i32, backend_secret: Bytes) {
+        if let Some(mut t) = self.keys.get_mut(&pid) {
+            t.backend = backend;
+            t.backend_pid = backend_pid;
+            t.backend_secret = backend_secret;
+        }
+    }
+
     /// Forward a CancelRequest if the key matches a live session; otherwise ignore it, as
     /// Postgres does.
     pub async fn cancel(&self, pid: i32, secret: &[u8], metrics: &Metrics, timeout: Duration) {

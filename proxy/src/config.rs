@@ -39,6 +39,15 @@ pub struct FileConfig {
     pub connect_timeout: String,
     #[serde(default = "default_max_message")]
     pub max_message_bytes: usize,
+    /// Fraction of reads also run on the secondary and compared (0.0 to 1.0).
+    #[serde(default)]
+    pub shadow_reads: f64,
+    /// Show parameter values in shadow mismatch logs (they may hold personal data).
+    #[serde(default)]
+    pub shadow_log_params: bool,
+    /// Shadow reads waiting to run; past it, samples are dropped (and counted).
+    #[serde(default = "default_shadow_queue")]
+    pub shadow_queue: usize,
     #[serde(default)]
     pub secondary: SecondaryConfig,
     #[serde(default)]
@@ -69,6 +78,10 @@ impl Default for SecondaryConfig {
             reconnect_backoff: default_reconnect(),
         }
     }
+}
+
+fn default_shadow_queue() -> usize {
+    1024
 }
 
 fn default_max_lag() -> usize {
@@ -302,6 +315,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_message_bytes: usize,
+    pub shadow_reads: f64,
+    pub shadow_log_params: bool,
+    pub shadow_queue: usize,
     pub max_lag_bytes: usize,
     pub on_lag: OnLag,
     pub reconnect_backoff: Duration,
@@ -367,6 +383,12 @@ impl Settings {
         }
         if file.mode == Mode::DualWrite && !DUAL_WRITE_READY {
             return Err(key_err("mode", "\"dual-write\" is not available in this build; use \"primary-only\""));
+        }
+        if !(0.0..=1.0).contains(&file.shadow_reads) {
+            return Err(key_err("shadow_reads", "must be between 0.0 and 1.0"));
+        }
+        if file.shadow_reads > 0.0 && file.target.is_none() {
+            return Err(key_err("shadow_reads", "needs a [target] to shadow reads on"));
         }
         if file.secondary.max_lag_bytes < 64 * 1024 {
             return Err(key_err("secondary.max_lag_bytes", "must be at least 65536"));
@@ -481,6 +503,9 @@ impl Settings {
             shutdown_timeout: duration("shutdown_timeout", &file.shutdown_timeout)?,
             connect_timeout: duration("connect_timeout", &file.connect_timeout)?,
             max_message_bytes: file.max_message_bytes,
+            shadow_reads: file.shadow_reads,
+            shadow_log_params: file.shadow_log_params,
+            shadow_queue: file.shadow_queue.max(1),
             max_lag_bytes: file.secondary.max_lag_bytes,
             on_lag: file.secondary.on_lag,
             reconnect_backoff: duration("secondary.reconnect_backoff", &file.secondary.reconnect_backoff)?,

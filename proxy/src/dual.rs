@@ -31,6 +31,8 @@ pub struct DualState {
     pub divergences: AtomicU64,
     pub secondary_failures: AtomicU64,
     pub detach_reason: Mutex<Option<String>>,
+    /// Items queued for secondaries and not yet applied, over all sessions.
+    queued: AtomicU64,
     warned_shapes: Mutex<HashSet<u64>>,
 }
 
@@ -44,6 +46,7 @@ impl Default for DualState {
             divergences: AtomicU64::new(0),
             secondary_failures: AtomicU64::new(0),
             detach_reason: Mutex::new(None),
+            queued: AtomicU64::new(0),
             warned_shapes: Mutex::new(HashSet::new()),
         }
     }
@@ -68,6 +71,18 @@ impl DualState {
             tracing::info!("secondary re-attached: journal replayed, writes go live again");
             *self.detach_reason.lock().expect("lock poisoned") = None;
         }
+    }
+
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    pub fn queue_add(&self) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn queue_done(&self) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Record that dual-writing is on (the first time only).

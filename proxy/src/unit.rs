@@ -298,6 +298,15 @@ impl Builder {
         }
     }
 
+    /// Named statements and their generations (what a backend session of this client has).
+    pub fn named_statements(&self) -> HashMap<String, u64> {
+        self.statements
+            .iter()
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(name, s)| (name.clone(), s.generation))
+            .collect()
+    }
+
     fn begin_extended(&mut self) {
         if self.current.steps.is_empty() && self.current.text.is_empty() {
             self.current.wrap_ok = true;
