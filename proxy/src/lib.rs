@@ -18,10 +18,12 @@
 //! - `backend`: opening an authenticated session on a backend, and cancel requests.
 //! - `cancel`: the proxy's cancel keys mapped to backend sessions.
 //! - `tls`: client-side TLS and stream halves.
-//! - `admin`: the HTTP API (`/metrics`, `/status`).
+//! - `admin`: the HTTP API (`/metrics`, `/status`, `/cutover`, `/config`).
+//! - `admin_client`: the CLI's requests to a running proxy's admin API.
 //! - `metrics`: metric names, descriptions and cached handles.
 
 pub mod admin;
+pub mod admin_client;
 pub mod auth;
 pub mod backend;
 pub mod cancel;
@@ -55,6 +57,46 @@ pub async fn run(
 ) -> Result<(), server::ServeError> {
     Proxy::bind(settings).await?.run(shutdown).await;
     Ok(())
+}
+
+/// SIGHUP: re-read the config file and apply what applies live (`mode`, `shadow_reads`);
+/// other changed keys need a restart, which is said in the log.
+pub fn reload(shared: &server::Shared, path: &std::path::Path) {
+    let fresh = match Settings::load(path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: the config file is invalid; nothing changed");
+            return;
+        }
+    };
+    let current = shared.settings();
+    let mut restart_only = Vec::new();
+    if fresh.listen != current.listen {
+        restart_only.push("listen");
+    }
+    if fresh.admin_listen != current.admin_listen {
+        restart_only.push("admin_listen");
+    }
+    if fresh.source.url != current.source.url {
+        restart_only.push("source");
+    }
+    if fresh.target.as_ref().map(|t| &t.url) != current.target.as_ref().map(|t| &t.url) {
+        restart_only.push("target");
+    }
+    if fresh.primary != current.primary {
+        restart_only.push("primary (use `dualwrite-proxy cutover`)");
+    }
+    if !restart_only.is_empty() {
+        tracing::warn!(keys = ?restart_only, "reload: these changes are not applied live; restart the proxy (or use cutover) to apply them");
+    }
+    let live = admin::LiveConfig {
+        mode: Some(fresh.mode),
+        shadow_reads: Some(fresh.shadow_reads),
+    };
+    match admin::apply_live(shared, &live) {
+        Ok(()) => tracing::info!(mode = ?fresh.mode, shadow_reads = fresh.shadow_reads, "reload applied"),
+        Err(e) => tracing::error!(error = %e, "reload refused"),
+    }
 }
 
 /// `dualwrite-proxy check`: connect to each configured backend with the URL's login and report

@@ -34,6 +34,45 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show a running proxy's status: mode, primary, dual-write facts for choosing T, journal.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Make `--to` the primary: pause new transactions, wait for open ones, drain, swap, resume.
+    Cutover {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, value_enum)]
+        to: SideArg,
+        /// How long open transactions may take to finish before the cutover is aborted.
+        #[arg(long, default_value = "10s")]
+        timeout: String,
+        /// Cut over even when the secondary is detached or the journal is not replayed.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Change `mode` and/or `shadow_reads` of a running proxy (persisted like a cutover).
+    Set {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        #[arg(long)]
+        shadow_reads: Option<f64>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SideArg {
+    Source,
+    Target,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    PrimaryOnly,
+    DualWrite,
 }
 
 fn init_logging(format: LogFormat) {
@@ -68,13 +107,41 @@ async fn main() -> ExitCode {
                 tracing::info!("signal received: shutting down");
                 signal.cancel();
             });
-            match dualwrite_proxy::run(settings, shutdown).await {
-                Ok(()) => ExitCode::SUCCESS,
+            let proxy = match dualwrite_proxy::Proxy::bind(settings).await {
+                Ok(p) => p,
                 Err(e) => {
                     eprintln!("error: {e}");
-                    ExitCode::FAILURE
+                    return ExitCode::FAILURE;
                 }
-            }
+            };
+            let shared = proxy.shared();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading {}", config.display());
+                    dualwrite_proxy::reload(&shared, &config);
+                }
+            });
+            proxy.run(shutdown).await;
+            ExitCode::SUCCESS
+        }
+        Command::Status { config } => admin_call(&config, "GET", "/status", None).await,
+        Command::Cutover { config, to, timeout, force } => {
+            let to = match to {
+                SideArg::Source => "source",
+                SideArg::Target => "target",
+            };
+            let body = serde_json::json!({ "to": to, "timeout": timeout, "force": force }).to_string();
+            admin_call(&config, "POST", "/cutover", Some(body)).await
+        }
+        Command::Set { config, mode, shadow_reads } => {
+            let mode = mode.map(|m| match m {
+                ModeArg::PrimaryOnly => "primary-only",
+                ModeArg::DualWrite => "dual-write",
+            });
+            let body = serde_json::json!({ "mode": mode, "shadow_reads": shadow_reads }).to_string();
+            admin_call(&config, "POST", "/config", Some(body)).await
         }
         Command::Check { config } => {
             let settings = match Settings::load(&config) {
@@ -97,6 +164,44 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// The admin address of the proxy a config file describes.
+fn admin_addr(config: &std::path::Path) -> Result<std::net::SocketAddr, String> {
+    let settings = Settings::load(config).map_err(|e| e.to_string())?;
+    settings
+        .admin_listen
+        .ok_or_else(|| dualwrite_proxy::admin_client::AdminError::NoAdmin.to_string())
+}
+
+/// Call the admin API and print the body; exit 0 on 2xx, 1 otherwise, 2 when unreachable.
+async fn admin_call(config: &std::path::Path, method: &str, path: &str, body: Option<String>) -> ExitCode {
+    let addr = match admin_addr(config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match dualwrite_proxy::admin_client::request(addr, method, path, body.as_deref()).await {
+        Ok((code, text)) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or(text);
+            if (200..300).contains(&code) {
+                println!("{pretty}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error ({code}): {pretty}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

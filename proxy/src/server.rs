@@ -152,6 +152,11 @@ impl Proxy {
         })
     }
 
+    /// The state the admin API works on (for signal handlers and embedding).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
