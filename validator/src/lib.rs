@@ -78,6 +78,15 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
+/// Parse a command line (program name first), as main.rs does; for tests and embedding.
+pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    <Cli as clap::Parser>::try_parse_from(args)
+}
+
 fn selection(c: &Common) -> Selection {
     Selection {
         tables: c.tables.clone(),
