@@ -18,10 +18,13 @@ const MAX_QUERIES: usize = 200;
 /// A region of a unit: a time range and, after key splits, a filter on the key hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Region {
+    /// Start of the time range.
     pub start: i64,
+    /// End of the time range (exclusive).
     pub end: i64,
     /// Low `bits` of the key hash equal `value`.
     pub key_bits: u32,
+    /// The value those bits must hold.
     pub key_value: i64,
     /// Rows in the region on the side that has more.
     pub rows: i64,

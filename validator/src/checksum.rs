@@ -49,11 +49,13 @@ pub enum DigestChoice {
 pub struct ChecksumOptions {
     /// `--key`: columns that identify a row (default: the primary key).
     pub key: Vec<String>,
+    /// Which row hash was asked for.
     pub digest: DigestChoice,
     /// Bisect until a region holds at most this many rows, then fetch them.
     pub bisect_rows: i64,
     /// Differing rows listed per unit.
     pub max_rows: usize,
+    /// Scans in flight.
     pub jobs: usize,
 }
 

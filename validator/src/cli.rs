@@ -16,6 +16,7 @@ use crate::units::BucketArg;
 #[derive(Debug, Parser)]
 #[command(name = "dualwrite-validator", version, about, long_about = None)]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }

@@ -25,11 +25,13 @@ pub enum CountError {
 /// How counts are taken.
 #[derive(Clone, Copy, Debug)]
 pub struct CountOptions {
+    /// Compare catalog estimates instead of `count(*)`.
     pub estimate: bool,
     /// Run ANALYZE before reading estimates.
     pub analyze: bool,
     /// Relative difference under which estimates are called equal.
     pub tolerance: f64,
+    /// Scans in flight.
     pub jobs: usize,
 }
 

@@ -25,19 +25,19 @@ pub enum DigestKind {
 /// What is measured.
 #[derive(Clone, Copy, Debug)]
 pub enum Measure<'a> {
+    /// `count(*)`.
     Count,
+    /// `count(*)` and the sums of row-hash words.
     Digest(DigestKind, &'a TableShape),
 }
 
 /// How rows are grouped.
 #[derive(Clone, Copy, Debug)]
 pub enum Group<'a> {
+    /// One result for the whole relation and condition.
     None,
     /// Time buckets of `width` aligned on `origin`.
-    Time {
-        origin: i64,
-        width: i64,
-    },
+    Time { origin: i64, width: i64 },
     /// 32 groups by bits `shift..shift+5` of the key's hash.
     KeyHash {
         shift: u32,
@@ -49,6 +49,7 @@ pub enum Group<'a> {
 /// One side's figures for a group.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Cell {
+    /// Rows in the group.
     pub rows: i64,
     /// The digest's sums as text; empty for counts.
     pub digest: String,
@@ -57,8 +58,11 @@ pub struct Cell {
 /// Both sides' figures for one group (`key` is the bucket start or key-hash group; 0 ungrouped).
 #[derive(Clone, Debug)]
 pub struct Pairing {
+    /// Bucket start, key-hash group, or 0.
     pub key: i64,
+    /// The source's figures.
     pub source: Cell,
+    /// The target's figures.
     pub target: Cell,
 }
 

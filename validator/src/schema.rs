@@ -33,6 +33,7 @@ const COLLATABLE: &[&str] = &["text", "varchar"];
 /// One column of a compared table.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Column {
+    /// Column name.
     pub name: String,
     /// `format_type()` output, for people.
     pub type_name: String,
@@ -84,6 +85,7 @@ impl Column {
 /// Columns and key of one table, read from the source and checked against the target.
 #[derive(Clone, Debug)]
 pub struct TableShape {
+    /// Columns in the source's order.
     pub columns: Vec<Column>,
     /// Indexes into `columns` of the key (`--key`, else the primary key, else every column).
     pub key: Vec<usize>,

@@ -106,6 +106,7 @@ pub struct Side {
     pub version_num: i32,
     /// The TimescaleDB version, when installed.
     pub timescaledb: Option<String>,
+    /// Its connections.
     pub pool: Pool,
 }
 
@@ -187,7 +188,9 @@ impl Side {
 
 /// Both servers.
 pub struct Sides {
+    /// The database being migrated from.
     pub source: Side,
+    /// The database being migrated to.
     pub target: Side,
 }
 

@@ -37,7 +37,9 @@ pub fn micros_expr(time_type: TimeType, column: &str) -> String {
 /// row and grouped on (as column `b`), `outer` turns a group's `b` into the bucket start.
 #[derive(Clone, Debug)]
 pub struct BucketSql {
+    /// Per row: the group value.
     pub inner: String,
+    /// Per group: the bucket start as `int8`, from `b`.
     pub outer: String,
 }
 

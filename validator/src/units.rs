@@ -97,12 +97,17 @@ impl BucketArg {
 pub struct Scan {
     /// The source chunk or partition, or the table for plain tables.
     pub label: String,
+    /// What is read on the source.
     pub source_rel: QualifiedName,
+    /// What is read on the target.
     pub target_rel: QualifiedName,
+    /// The source's `WHERE` condition (`true` for none).
     pub source_cond: String,
+    /// The target's `WHERE` condition.
     pub target_cond: String,
     /// The range the scan covers (clipped to `--from`/`--until`); `None` is unbounded.
     pub start: Option<i64>,
+    /// End of the range (exclusive).
     pub end: Option<i64>,
     /// When set, rows are grouped into buckets of this width (aligned on the epoch).
     pub bucket: Option<i64>,
@@ -113,11 +118,15 @@ pub struct Scan {
 /// What is compared for one table.
 #[derive(Clone, Debug)]
 pub struct TablePlan {
+    /// The table as found on the source.
     pub table: TimeSeriesTable,
+    /// The same table as found on the target.
     pub target: TimeSeriesTable,
+    /// What is read, in time order.
     pub scans: Vec<Scan>,
     /// `--from`/`--until` as time values.
     pub from: Option<i64>,
+    /// `--until` as a time value.
     pub until: Option<i64>,
     /// Facts a reader should know (clipping ignored for estimates, unmatched chunks...).
     pub notes: Vec<String>,
@@ -126,11 +135,15 @@ pub struct TablePlan {
 /// The selection flags shared by every command, resolved.
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
+    /// `--table` arguments.
     pub tables: Vec<TableSpec>,
     /// With named tables: also compare every discovered time-series table.
     pub all: bool,
+    /// `--from` as given.
     pub from: Option<String>,
+    /// `--until` as given.
     pub until: Option<String>,
+    /// `--bucket`.
     pub bucket: Option<BucketArg>,
 }
 

@@ -35,8 +35,11 @@ impl Status {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CommandKind {
+    /// `counts`, exact or estimated.
     Counts,
+    /// `checksum`.
     Checksum,
+    /// `suggest-t`.
     SuggestT,
 }
 
@@ -56,9 +59,13 @@ pub enum RowDiffKind {
 /// `columns` and `key_columns`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RowDiff {
+    /// Missing, extra or changed.
     pub kind: RowDiffKind,
+    /// The key columns' values.
     pub key: Vec<Option<String>>,
+    /// The row on the source (`null` when missing there).
     pub source: Option<Vec<Option<String>>>,
+    /// The row on the target (`null` when missing there).
     pub target: Option<Vec<Option<String>>>,
     /// For `changed`: the names of the columns whose values differ.
     pub changed_columns: Vec<String>,
@@ -73,19 +80,25 @@ pub struct UnitReport {
     pub relation: String,
     /// Range `[start, end)` as text; `null` when unbounded.
     pub start: Option<String>,
+    /// End of the range (exclusive) as text.
     pub end: Option<String>,
     /// The same range as integers (microseconds since the epoch, or the integer time value).
     pub start_value: Option<i64>,
+    /// End of the range as an integer.
     pub end_value: Option<i64>,
+    /// Rows on the source (estimated in estimate mode).
     pub source_rows: i64,
+    /// Rows on the target.
     pub target_rows: i64,
     /// `target_rows - source_rows`.
     pub difference: i64,
+    /// Whether the unit agrees.
     pub status: Status,
     /// Whether the row counts are catalog estimates.
     pub estimated: bool,
     /// Checksum mode: each side's digest (sums of the row-hash words).
     pub source_digest: Option<String>,
+    /// The target's digest.
     pub target_digest: Option<String>,
     /// Checksum mode: the differing rows found by bisection (capped by `--max-rows`).
     pub rows: Vec<RowDiff>,
@@ -98,6 +111,7 @@ pub struct UnitReport {
 pub struct Suggestion {
     /// The candidate T, or `null` when none can be given.
     pub candidate: Option<String>,
+    /// The candidate as an integer (microseconds since the epoch, or the integer time).
     pub candidate_value: Option<i64>,
     /// `high`, `medium`, `low` or `none`.
     pub confidence: String,
@@ -113,48 +127,70 @@ pub struct Suggestion {
     pub rows_after: i64,
     /// The last bucket before the candidate that differs.
     pub last_differing_bucket: Option<String>,
+    /// Its rows on the source.
     pub last_differing_source_rows: Option<i64>,
+    /// Its rows on the target.
     pub last_differing_target_rows: Option<i64>,
 }
 
 /// One table's results.
 #[derive(Clone, Debug, Serialize)]
 pub struct TableReport {
+    /// `schema.table`.
     pub table: String,
+    /// The column that orders rows in time.
     pub time_column: String,
+    /// `timestamptz`, `timestamp`, `date`, `smallint`, `integer` or `bigint`.
     pub time_type: String,
     /// `hypertable`, `partitioned` or `plain`.
     pub kind: String,
+    /// The worst status of its units.
     pub status: Status,
+    /// Sum over units.
     pub source_rows: i64,
+    /// Sum over units.
     pub target_rows: i64,
+    /// Number of units.
     pub units_total: usize,
+    /// Units that differ.
     pub units_differing: usize,
     /// Column names, for reading `rows`.
     pub columns: Vec<String>,
+    /// The columns identifying a row (every column when the table has no key).
     pub key_columns: Vec<String>,
     /// Units in time order.
     pub units: Vec<UnitReport>,
+    /// Facts a reader should know about this table's comparison.
     pub notes: Vec<String>,
+    /// suggest-t's answer.
     pub suggestion: Option<Suggestion>,
 }
 
 /// Totals over every table.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
+    /// The worst status of any table.
     pub status: Status,
+    /// Tables compared.
     pub tables: usize,
+    /// Units compared.
     pub units: usize,
+    /// Units that differ.
     pub units_differing: usize,
+    /// Rows on the source.
     pub source_rows: i64,
+    /// Rows on the target.
     pub target_rows: i64,
+    /// Differing rows listed in all units.
     pub rows_listed: usize,
 }
 
 /// A whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// Version of this JSON schema: 1.
     pub schema_version: u32,
+    /// The command run.
     pub command: CommandKind,
     /// `exact`, `estimate`, `checksum` or `suggest-t`.
     pub mode: String,
@@ -162,14 +198,23 @@ pub struct Report {
     pub digest: Option<String>,
     /// Estimate mode: the relative tolerance within which counts are called equal.
     pub tolerance: Option<f64>,
+    /// The source URL, password hidden.
     pub source: String,
+    /// The target URL, password hidden.
     pub target: String,
+    /// `--from` as given.
     pub from: Option<String>,
+    /// `--until` as given.
     pub until: Option<String>,
+    /// When the run began (RFC 3339, UTC).
     pub started_at: String,
+    /// How long it took.
     pub elapsed_seconds: f64,
+    /// Totals.
     pub summary: Summary,
+    /// Per table.
     pub tables: Vec<TableReport>,
+    /// Facts about the whole run (e.g. why the text digest was chosen).
     pub notes: Vec<String>,
 }
 
@@ -241,8 +286,11 @@ impl Report {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
     #[default]
+    /// A table per table for a terminal.
     Text,
+    /// The report model, for machines.
     Json,
+    /// A self-contained page with heat strips.
     Html,
 }
 
