@@ -45,7 +45,8 @@ table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.differ td{background:#fff0f0} .st-differ{color:#b00;font-weight:600}
-.rows td{font-family:ui-monospace,monospace;font-size:12px}
+.rows td{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;max-width:28em;overflow-wrap:anywhere}
+.null,.empty{color:#888}
 .k-missing{color:#b00}.k-extra{color:#7a3fb0}.k-changed{color:#b36b00}
 .note{color:#555;font-style:italic}
 ";
@@ -151,8 +152,9 @@ fn strip(out: &mut String, t: &TableReport) {
 
 fn value(v: &Option<String>) -> String {
     match v {
+        Some(s) if s.is_empty() => "<i class=\"empty\">''</i>".into(),
         Some(s) => escape(s),
-        None => "<i>NULL</i>".into(),
+        None => "<i class=\"null\">NULL</i>".into(),
     }
 }
 
@@ -322,6 +324,19 @@ pub fn render(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn self_contained_page() {
+        let html = render(&crate::report::text::tests::sample());
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(html.contains("class=\"cell differ\""));
+        assert!(html.contains("data-unit=\"m_1\""));
+        assert!(html.contains("a|b"));
+        assert!(html.contains("<i class=\"null\">NULL</i>"));
+        for needle in ["<link", "src=", "href=", "url("] {
+            assert!(!html.contains(needle), "{needle}");
+        }
+    }
 
     #[test]
     fn escapes() {

@@ -36,8 +36,8 @@ fn row_line(t: &TableReport, r: &RowDiff) -> String {
             .unwrap_or_default()
     };
     match r.kind {
-        RowDiffKind::Missing => format!("missing on target  {key}: {}", row(&r.source)),
-        RowDiffKind::Extra => format!("extra on target    {key}: {}", row(&r.target)),
+        RowDiffKind::Missing => format!("missing on target  {}", row(&r.source)),
+        RowDiffKind::Extra => format!("extra on target    {}", row(&r.target)),
         RowDiffKind::Changed => {
             let cols = r
                 .changed_columns
@@ -225,4 +225,128 @@ pub fn render(report: &Report) -> String {
         report.elapsed_seconds
     );
     out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::report::{Suggestion, Summary};
+
+    /// A report with one differing unit holding each kind of row difference.
+    pub(crate) fn sample() -> Report {
+        let unit = |label: &str, s: i64, t: i64, status: Status| UnitReport {
+            label: label.into(),
+            relation: format!("public.{label}"),
+            start: Some("2024-01-01 00:00:00+00".into()),
+            end: Some("2024-01-02 00:00:00+00".into()),
+            start_value: Some(1_704_067_200_000_000),
+            end_value: Some(1_704_153_600_000_000),
+            source_rows: s,
+            target_rows: t,
+            difference: t - s,
+            status,
+            estimated: false,
+            source_digest: None,
+            target_digest: None,
+            rows: Vec::new(),
+            rows_truncated: false,
+        };
+        let mut bad = unit("m_1", 3, 2, Status::Differ);
+        let v = |x: &str| Some(x.to_string());
+        bad.rows = vec![
+            RowDiff {
+                kind: RowDiffKind::Missing,
+                key: vec![v("1")],
+                source: Some(vec![v("1"), v("a|b")]),
+                target: None,
+                changed_columns: vec![],
+            },
+            RowDiff {
+                kind: RowDiffKind::Changed,
+                key: vec![v("2")],
+                source: Some(vec![v("2"), v("")]),
+                target: Some(vec![v("2"), None]),
+                changed_columns: vec!["label".into()],
+            },
+        ];
+        let mut good = unit("m_0", 5, 5, Status::Equal);
+        good.start_value = Some(1_703_980_800_000_000);
+        let mut r = Report {
+            schema_version: 1,
+            command: CommandKind::Checksum,
+            mode: "checksum".into(),
+            digest: Some("typed".into()),
+            tolerance: None,
+            source: "postgres://u:***@s:5432/db?sslmode=prefer".into(),
+            target: "postgres://u:***@t:5432/db?sslmode=prefer".into(),
+            from: None,
+            until: None,
+            started_at: "2024-03-01T00:00:00Z".into(),
+            elapsed_seconds: 0.5,
+            summary: Summary {
+                status: Status::Equal,
+                tables: 0,
+                units: 0,
+                units_differing: 0,
+                source_rows: 0,
+                target_rows: 0,
+                rows_listed: 0,
+            },
+            tables: vec![TableReport {
+                table: "public.m".into(),
+                time_column: "ts".into(),
+                time_type: "timestamptz".into(),
+                kind: "partitioned".into(),
+                status: Status::Equal,
+                source_rows: 0,
+                target_rows: 0,
+                units_total: 0,
+                units_differing: 0,
+                columns: vec!["id".into(), "label".into()],
+                key_columns: vec!["id".into()],
+                units: vec![good, bad],
+                notes: vec![],
+                suggestion: None::<Suggestion>,
+            }],
+            notes: vec![],
+        };
+        r.finish();
+        r
+    }
+
+    #[test]
+    fn mismatches_first_and_rows_listed() {
+        let r = sample();
+        assert_eq!(r.exit_code(), 1);
+        assert_eq!(r.summary.units_differing, 1);
+        assert_eq!(r.summary.rows_listed, 2);
+        let text = render(&r);
+        let m1 = text.find("m_1").unwrap();
+        let m0 = text.find("m_0").unwrap();
+        assert!(m1 < m0, "{text}");
+        assert!(
+            text.contains("missing on target  id=\"1\", label=\"a|b\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("changed            id=\"2\": label: \"\" -> NULL"),
+            "{text}"
+        );
+        assert!(text.contains("summary: DIFFERENCES FOUND"), "{text}");
+    }
+
+    #[test]
+    fn json_schema_fields() {
+        let v: serde_json::Value =
+            serde_json::from_str(&crate::report::json::render(&sample()).unwrap()).unwrap();
+        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["command"], "checksum");
+        assert_eq!(v["summary"]["status"], "differ");
+        let unit = &v["tables"][0]["units"][1];
+        assert_eq!(unit["label"], "m_1");
+        assert_eq!(unit["difference"], -1);
+        assert_eq!(unit["rows"][0]["kind"], "missing");
+        assert_eq!(unit["rows"][1]["target"][1], serde_json::Value::Null);
+        assert_eq!(unit["rows"][1]["changed_columns"][0], "label");
+    }
 }
