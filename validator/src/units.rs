@@ -307,7 +307,8 @@ pub fn plan_table(
         }
         let clipped = !chunk.is_default && (start != chunk.start || end != chunk.end);
         let own_cond = if chunk.is_default || clipped {
-            clip_cond_for(&source, start, end, chunk.is_default, from, until)
+            // For the default partition, (start, end) is the --from/--until range.
+            source.range_condition(start, end)
         } else {
             "true".to_string()
         };
@@ -404,22 +405,6 @@ pub fn plan_table(
         until,
         notes,
     })
-}
-
-/// The condition of a default-partition scan or a clipped chunk.
-fn clip_cond_for(
-    table: &TimeSeriesTable,
-    start: Option<i64>,
-    end: Option<i64>,
-    is_default: bool,
-    from: Option<i64>,
-    until: Option<i64>,
-) -> String {
-    if is_default {
-        table.range_condition(from, until)
-    } else {
-        table.range_condition(start, end)
-    }
 }
 
 #[cfg(test)]
