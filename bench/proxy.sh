@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pgbench -S (select-only), 8 clients, 2 threads: directly against PostgreSQL, through
 # dualwrite-proxy (primary-only), and through pgbouncer (session mode), alternating, in one
-# run on one machine. Prints tps, mean latency and the ratios proxy/direct, proxy/pgbouncer.
+# run on one machine. Prints tps, mean latency, the middleman's CPU time per transaction
+# (from /proc, independent of other load) and the ratios proxy/direct, proxy/pgbouncer.
 #
 #   bench/proxy.sh [SECONDS_PER_RUN=10] [ROUNDS=3]
 set -euo pipefail
@@ -28,7 +29,8 @@ method = "scram-sha-256"
 users = [{ name = "postgres", password = "postgres" }]
 CONF
 RUST_LOG=warn target/release/dualwrite-proxy run --config "$BENCH_TMP/proxy.toml" &
-BENCH_PIDS="$!"
+PROXY_PID=$!
+BENCH_PIDS="$PROXY_PID"
 
 as_pg tee "$BENCH_TMP/bouncer.ini" >/dev/null <<CONF
 [databases]
@@ -48,21 +50,31 @@ CONF
 echo '"postgres" "postgres"' | as_pg tee "$BENCH_TMP/users.txt" >/dev/null
 as_pg pgbouncer -d "$BENCH_TMP/bouncer.ini"
 sleep 1
+BOUNCER_PID=$(cat "$BENCH_TMP/bouncer.pid")
 
-run() { # run PORT MODE -> "tps latency_ms"
-  "$PG_BIN/pgbench" -h 127.0.0.1 -p "$1" -U postgres -S -M "$2" -c 8 -j 2 -T "$SECS" -n postgres 2>/dev/null |
-    awk '/^latency average/ {lat=$4} /^tps/ {tps=$3} END {printf "%.0f %.3f\n", tps, lat}'
+# CPU time (user+system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+run() { # run PORT MODE PID -> "tps latency_ms cpu_us_per_tx" (CPU of PID, the middleman)
+  local before after out
+  before=$( [ -n "$3" ] && cpu_ticks "$3" || echo 0 )
+  out=$("$PG_BIN/pgbench" -h 127.0.0.1 -p "$1" -U postgres -S -M "$2" -c 8 -j 2 -T "$SECS" -n postgres 2>/dev/null)
+  after=$( [ -n "$3" ] && cpu_ticks "$3" || echo 0 )
+  echo "$out" | awk -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" '
+    /^latency average/ {lat=$4} /^tps/ {tps=$3} /^number of transactions actually processed/ {split($6, a, "/"); n=a[1]}
+    END {printf "%.0f %.3f %.1f\n", tps, lat, (n > 0 ? t / hz * 1e6 / n : 0)}'
 }
 
-declare -A TPS LAT
+declare -A TPS LAT CPU
 for mode in simple prepared; do
   for round in $(seq "$ROUNDS"); do
     for target in direct proxy pgbouncer; do
-      case $target in direct) port=$PG_PORT;; proxy) port=$PROXY_PORT;; pgbouncer) port=$BOUNCER_PORT;; esac
-      read -r tps lat < <(run "$port" "$mode")
+      case $target in direct) port=$PG_PORT pid="";; proxy) port=$PROXY_PORT pid=$PROXY_PID;; pgbouncer) port=$BOUNCER_PORT pid=$BOUNCER_PID;; esac
+      read -r tps lat cpu < <(run "$port" "$mode" "$pid")
       TPS[$mode,$target]="${TPS[$mode,$target]:-} $tps"
       LAT[$mode,$target]="${LAT[$mode,$target]:-} $lat"
-      echo "  $mode round $round $target: $tps tps, $lat ms" >&2
+      CPU[$mode,$target]="${CPU[$mode,$target]:-} $cpu"
+      echo "  $mode round $round $target: $tps tps, $lat ms, middleman CPU ${cpu} us/tx" >&2
     done
   done
 done
@@ -70,10 +82,11 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
 echo "pgbench -S, 8 clients, 2 threads, ${SECS}s x $ROUNDS rounds (median), $(nproc) cores, PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')"
-printf '%-9s %-10s %10s %12s\n' mode target tps latency_ms
+printf '%-9s %-10s %10s %12s %16s\n' mode target tps latency_ms cpu_us_per_tx
 for mode in simple prepared; do
   for target in direct proxy pgbouncer; do
-    printf '%-9s %-10s %10s %12s\n' "$mode" "$target" "$(echo "${TPS[$mode,$target]}" | median)" "$(echo "${LAT[$mode,$target]}" | median)"
+    cpu=$(echo "${CPU[$mode,$target]}" | median); [ "$target" = direct ] && cpu=-
+    printf '%-9s %-10s %10s %12s %16s\n' "$mode" "$target" "$(echo "${TPS[$mode,$target]}" | median)" "$(echo "${LAT[$mode,$target]}" | median)" "$cpu"
   done
 done
 echo

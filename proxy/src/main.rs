@@ -12,6 +12,10 @@ struct Cli {
     /// Log format: human-readable text or one JSON object per line. Level from RUST_LOG.
     #[arg(long, value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
+    /// Worker threads. 1 (the default) runs one event loop; more spreads sessions over cores,
+    /// which pays off only when the proxy has cores of its own.
+    #[arg(long, global = true, env = "DUALWRITE_THREADS")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,10 +91,27 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // One thread by default: relaying is syscall-bound, and a single event loop avoids the
+    // cross-thread wake-ups that otherwise dominate the proxy's CPU time (see bench/proxy.sh).
+    let threads = cli.threads.unwrap_or(1);
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+    };
+    match runtime {
+        Ok(rt) => rt.block_on(real_main(cli)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run { config } => {
             let settings = match Settings::load(&config) {

@@ -8,6 +8,7 @@
 //! - `pair`: a source and a target cluster with a fresh database each.
 //! - `proxy`: `dualwrite-proxy` started in-process on free ports.
 //! - `raw`: a raw wire-protocol client for malformed input.
+//! - `validator_util`: tables covering many types and in-process runs of `dualwrite-validator`.
 //!
 //! Clusters run as the `postgres` OS user when this process is root (PostgreSQL refuses root).
 //! When a cluster cannot start, the harness panics with the reason and the server log: a test
@@ -20,6 +21,7 @@ pub mod pair;
 pub mod pgbin;
 pub mod proxy;
 pub mod raw;
+pub mod validator_util;
 
 pub use cluster::Cluster;
 pub use pair::Pair;

@@ -1,0 +1,480 @@
+//! Units of comparison: which chunk, partition or time bucket of which table is compared, and
+//! with what SQL on each side.
+//!
+//! Chunks and partitions come from the shared catalog discovery, run on both servers. A source
+//! chunk is read on the target from the target chunk with the same bounds when there is one
+//! (TimescaleDB chunk names may differ between servers), else from the target table with the
+//! chunk's range as a condition. Target chunks with no source counterpart become units too, so
+//! rows that only the target holds are seen.
+
+use std::str::FromStr;
+
+use dualwrite_common::catalog::{
+    discover, CatalogError, Chunk, TableKind, TableSpec, TimeSeriesTable, TimeType,
+};
+use dualwrite_common::ident::QualifiedName;
+
+use crate::session::Sides;
+use crate::sql::and;
+
+/// Default bucket for plain tables with a timestamp or date time column: one day.
+pub const DEFAULT_PLAIN_BUCKET_MICROS: i64 = 86_400_000_000;
+
+/// Planning failed: a table or an argument does not fit.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("source: {0}")]
+    Source(CatalogError),
+    #[error("target: {0}")]
+    Target(CatalogError),
+    #[error("{table}: --bucket {bucket}: {detail}")]
+    Bucket {
+        table: QualifiedName,
+        bucket: String,
+        detail: String,
+    },
+    #[error("{table}: --{flag} {value}: {detail}")]
+    Bound {
+        table: QualifiedName,
+        flag: &'static str,
+        value: String,
+        detail: String,
+    },
+    #[error("no time-series tables found on the source (no hypertables or range-partitioned tables with a time key): name tables with --table schema.table:time_column")]
+    NothingToCompare,
+}
+
+/// A `--bucket` value: a duration (`1h`, `15min`, `1day`) for timestamp and date columns, a
+/// positive integer for integer time columns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketArg(pub String);
+
+impl FromStr for BucketArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<i64>() {
+            return if n > 0 {
+                Ok(BucketArg(s.to_string()))
+            } else {
+                Err(format!("bucket {s:?} must be positive"))
+            };
+        }
+        match humantime::parse_duration(s) {
+            Ok(d) if !d.is_zero() => Ok(BucketArg(s.to_string())),
+            Ok(_) => Err(format!("bucket {s:?} must be positive")),
+            Err(e) => Err(format!(
+                "bucket {s:?} is neither a duration (e.g. 1h, 1day) nor an integer: {e}"
+            )),
+        }
+    }
+}
+
+impl BucketArg {
+    /// The width in the time column's units (microseconds, or the integer's own unit).
+    pub fn width_for(&self, time_type: TimeType) -> Result<i64, String> {
+        let integer = self.0.parse::<i64>().ok();
+        match (time_type.is_integer(), integer) {
+            (true, Some(n)) => Ok(n),
+            (true, None) => {
+                Err("the time column is an integer: give the bucket as an integer".into())
+            }
+            (false, Some(_)) => Err(
+                "the time column is a timestamp: give the bucket as a duration such as 1h or 1day"
+                    .into(),
+            ),
+            (false, None) => {
+                let d = humantime::parse_duration(&self.0).map_err(|e| e.to_string())?;
+                i64::try_from(d.as_micros()).map_err(|_| "bucket too large".to_string())
+            }
+        }
+    }
+}
+
+/// One query shape run on both sides: a relation and a condition per side, counted whole or
+/// grouped into buckets.
+#[derive(Clone, Debug)]
+pub struct Scan {
+    /// The source chunk or partition, or the table for plain tables.
+    pub label: String,
+    /// What is read on the source.
+    pub source_rel: QualifiedName,
+    /// What is read on the target.
+    pub target_rel: QualifiedName,
+    /// The source's `WHERE` condition (`true` for none).
+    pub source_cond: String,
+    /// The target's `WHERE` condition.
+    pub target_cond: String,
+    /// The range the scan covers (clipped to `--from`/`--until`); `None` is unbounded.
+    pub start: Option<i64>,
+    /// End of the range (exclusive).
+    pub end: Option<i64>,
+    /// When set, rows are grouped into buckets of this width (aligned on the epoch).
+    pub bucket: Option<i64>,
+    /// Whether each side's relation is read whole (no condition): estimates are possible.
+    pub whole: bool,
+}
+
+/// What is compared for one table.
+#[derive(Clone, Debug)]
+pub struct TablePlan {
+    /// The table as found on the source.
+    pub table: TimeSeriesTable,
+    /// The same table as found on the target.
+    pub target: TimeSeriesTable,
+    /// What is read, in time order.
+    pub scans: Vec<Scan>,
+    /// `--from`/`--until` as time values.
+    pub from: Option<i64>,
+    /// `--until` as a time value.
+    pub until: Option<i64>,
+    /// Facts a reader should know (clipping ignored for estimates, unmatched chunks...).
+    pub notes: Vec<String>,
+}
+
+/// The selection flags shared by every command, resolved.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// `--table` arguments.
+    pub tables: Vec<TableSpec>,
+    /// With named tables: also compare every discovered time-series table.
+    pub all: bool,
+    /// `--from` as given.
+    pub from: Option<String>,
+    /// `--until` as given.
+    pub until: Option<String>,
+    /// `--bucket`.
+    pub bucket: Option<BucketArg>,
+}
+
+/// Discover the tables on both sides and plan their scans. `estimate` plans whole relations only.
+pub async fn plan(
+    sides: &Sides,
+    sel: &Selection,
+    estimate: bool,
+) -> Result<Vec<TablePlan>, PlanError> {
+    let source_tables = {
+        let client = sides.source.pool.get().await;
+        let mut found = if sel.tables.is_empty() || sel.all {
+            discover(&client, &[]).await.map_err(PlanError::Source)?
+        } else {
+            Vec::new()
+        };
+        if !sel.tables.is_empty() {
+            for t in discover(&client, &sel.tables)
+                .await
+                .map_err(PlanError::Source)?
+            {
+                if !found.iter().any(|f| f.table == t.table) {
+                    found.push(t);
+                }
+            }
+        }
+        found
+    };
+    if source_tables.is_empty() {
+        return Err(PlanError::NothingToCompare);
+    }
+    let specs: Vec<TableSpec> = source_tables
+        .iter()
+        .map(|t| TableSpec {
+            table: t.table.clone(),
+            time_column: Some(t.time_column.clone()),
+        })
+        .collect();
+    let target_tables = {
+        let client = sides.target.pool.get().await;
+        discover(&client, &specs).await.map_err(PlanError::Target)?
+    };
+    source_tables
+        .into_iter()
+        .zip(target_tables)
+        .map(|(s, t)| plan_table(s, t, sel, estimate))
+        .collect()
+}
+
+fn bound(
+    table: &TimeSeriesTable,
+    flag: &'static str,
+    value: &Option<String>,
+) -> Result<Option<i64>, PlanError> {
+    value
+        .as_deref()
+        .map(|v| {
+            table.time_type.parse(v).map_err(|detail| PlanError::Bound {
+                table: table.table.clone(),
+                flag,
+                value: v.to_string(),
+                detail,
+            })
+        })
+        .transpose()
+}
+
+fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn is_empty_range(start: Option<i64>, end: Option<i64>) -> bool {
+    matches!((start, end), (Some(a), Some(b)) if a >= b)
+}
+
+/// Plan one table from its source and target descriptions.
+pub fn plan_table(
+    source: TimeSeriesTable,
+    target: TimeSeriesTable,
+    sel: &Selection,
+    estimate: bool,
+) -> Result<TablePlan, PlanError> {
+    let from = bound(&source, "from", &sel.from)?;
+    let until = bound(&source, "until", &sel.until)?;
+    let width = match &sel.bucket {
+        Some(b) => Some(
+            b.width_for(source.time_type)
+                .map_err(|detail| PlanError::Bucket {
+                    table: source.table.clone(),
+                    bucket: b.0.clone(),
+                    detail,
+                })?,
+        ),
+        None => None,
+    };
+    let mut notes = Vec::new();
+    let mut scans = Vec::new();
+    let clip_cond = source.range_condition(from, until);
+
+    if source.chunks.is_empty() {
+        let bucket = match (estimate, width) {
+            (true, _) => None,
+            (false, Some(w)) => Some(w),
+            (false, None) if !source.time_type.is_integer() => Some(DEFAULT_PLAIN_BUCKET_MICROS),
+            (false, None) => None,
+        };
+        let cond = if estimate {
+            "true".to_string()
+        } else {
+            clip_cond.clone()
+        };
+        if estimate && (from.is_some() || until.is_some()) {
+            notes.push(
+                "estimates cover the whole table: --from/--until cannot clip a catalog estimate"
+                    .into(),
+            );
+        }
+        // A table without chunks on the source may still be partitioned on the target.
+        scans.push(Scan {
+            label: source.table.name.clone(),
+            source_rel: source.table.clone(),
+            target_rel: target.table.clone(),
+            source_cond: cond.clone(),
+            target_cond: cond.clone(),
+            start: if estimate { None } else { from },
+            end: if estimate { None } else { until },
+            bucket,
+            whole: cond == "true",
+        });
+        return Ok(TablePlan {
+            table: source,
+            target,
+            scans,
+            from,
+            until,
+            notes,
+        });
+    }
+
+    let regular: Vec<&Chunk> = source.chunks.iter().filter(|c| !c.is_default).collect();
+    for chunk in &source.chunks {
+        let (start, end) = if chunk.is_default {
+            (from, until)
+        } else {
+            (max_opt(chunk.start, from), min_opt(chunk.end, until))
+        };
+        if is_empty_range(start, end) {
+            continue;
+        }
+        let clipped = !chunk.is_default && (start != chunk.start || end != chunk.end);
+        let own_cond = if chunk.is_default || clipped {
+            // For the default partition, (start, end) is the --from/--until range.
+            source.range_condition(start, end)
+        } else {
+            "true".to_string()
+        };
+        let matched = target.chunks.iter().find(|t| {
+            t.is_default == chunk.is_default && t.start == chunk.start && t.end == chunk.end
+        });
+        let (target_rel, target_cond) = match matched {
+            Some(t) => (t.relation.clone(), own_cond.clone()),
+            None if chunk.is_default => {
+                // Rows the source's default partition holds: outside every regular range.
+                let outside = regular
+                    .iter()
+                    .map(|c| format!("({})", source.range_condition(c.start, c.end)))
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                let cond = if outside.is_empty() {
+                    "true".to_string()
+                } else {
+                    format!("NOT ({outside})")
+                };
+                notes.push(format!(
+                    "the target has no default partition like {}: its rows are read from {} outside the other partitions' ranges",
+                    chunk.relation, target.table
+                ));
+                (target.table.clone(), and(&cond, &own_cond))
+            }
+            None => (target.table.clone(), source.range_condition(start, end)),
+        };
+        if matched.is_none() && !chunk.is_default && source.kind == TableKind::Partitioned {
+            notes.push(format!(
+                "the target has no partition with the bounds of {}: its rows are read from {} by range",
+                chunk.relation, target.table
+            ));
+        }
+        let bucket = match width {
+            Some(w) if !estimate => match (chunk.start, chunk.end) {
+                (Some(a), Some(b)) if b - a <= w => None,
+                _ => Some(w),
+            },
+            _ => None,
+        };
+        let label = chunk.relation.name.clone();
+        scans.push(Scan {
+            label,
+            source_rel: chunk.relation.clone(),
+            whole: own_cond == "true" && target_cond == "true",
+            target_rel,
+            source_cond: own_cond,
+            target_cond,
+            start,
+            end,
+            bucket,
+        });
+    }
+    // Target chunks the source does not have: whatever they hold is extra on the target.
+    for t in target.chunks.iter().filter(|t| !t.is_default) {
+        let known = source
+            .chunks
+            .iter()
+            .any(|c| !c.is_default && c.start == t.start && c.end == t.end);
+        let (start, end) = (max_opt(t.start, from), min_opt(t.end, until));
+        if known || is_empty_range(start, end) {
+            continue;
+        }
+        notes.push(format!(
+            "the target has a chunk the source lacks: {}",
+            t.relation
+        ));
+        let cond = source.range_condition(start, end);
+        scans.push(Scan {
+            label: format!("{} (target only)", t.relation.name),
+            source_rel: source.table.clone(),
+            target_rel: t.relation.clone(),
+            source_cond: cond.clone(),
+            target_cond: cond,
+            start,
+            end,
+            bucket: if estimate { None } else { width },
+            whole: false,
+        });
+    }
+    if estimate && (from.is_some() || until.is_some()) && scans.iter().any(|s| !s.whole) {
+        notes.push(
+            "chunks cut by --from/--until are counted exactly: an estimate cannot be clipped"
+                .into(),
+        );
+    }
+    scans.sort_by_key(|s| (s.start.is_none() && s.end.is_none(), s.start));
+    Ok(TablePlan {
+        table: source,
+        target,
+        scans,
+        from,
+        until,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(chunks: Vec<(i64, i64)>) -> TimeSeriesTable {
+        TimeSeriesTable {
+            table: QualifiedName::new("public", "m"),
+            time_column: "ts".into(),
+            time_type: TimeType::Timestamptz,
+            kind: TableKind::Partitioned,
+            chunks: chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, (a, b))| Chunk {
+                    relation: QualifiedName::new("public", format!("m_{i}")),
+                    start: Some(a),
+                    end: Some(b),
+                    is_compressed: false,
+                    is_default: false,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn buckets_parse() {
+        let b: BucketArg = "1h".parse().unwrap();
+        assert_eq!(b.width_for(TimeType::Timestamptz).unwrap(), 3_600_000_000);
+        assert!(b.width_for(TimeType::BigInt).is_err());
+        let n: BucketArg = "100".parse().unwrap();
+        assert_eq!(n.width_for(TimeType::Integer).unwrap(), 100);
+        assert!("0".parse::<BucketArg>().is_err());
+        assert!("soon".parse::<BucketArg>().is_err());
+    }
+
+    #[test]
+    fn clips_and_matches_chunks() {
+        let day = DEFAULT_PLAIN_BUCKET_MICROS;
+        let s = table(vec![(0, day), (day, 2 * day), (2 * day, 3 * day)]);
+        let mut t = table(vec![(0, day), (day, 2 * day)]);
+        t.chunks[1].relation.name = "other".into();
+        let sel = Selection {
+            from: Some("1970-01-01 12:00:00+00".into()),
+            ..Selection::default()
+        };
+        let p = plan_table(s, t, &sel, false).unwrap();
+        assert_eq!(p.scans.len(), 3);
+        assert_eq!(p.scans[0].start, Some(day / 2));
+        assert!(p.scans[0].source_cond.contains(">="));
+        assert!(!p.scans[0].whole);
+        assert_eq!(p.scans[1].target_rel.name, "other");
+        assert!(p.scans[1].whole);
+        // The third chunk has no target chunk: read by range from the target table.
+        assert_eq!(p.scans[2].target_rel.name, "m");
+        assert!(p.scans[2].target_cond.contains("<"));
+    }
+
+    #[test]
+    fn fine_buckets_group_chunks() {
+        let day = DEFAULT_PLAIN_BUCKET_MICROS;
+        let s = table(vec![(0, day)]);
+        let sel = Selection {
+            bucket: Some("1h".parse().unwrap()),
+            ..Selection::default()
+        };
+        let p = plan_table(s.clone(), s.clone(), &sel, false).unwrap();
+        assert_eq!(p.scans[0].bucket, Some(3_600_000_000));
+        let p = plan_table(s.clone(), s, &sel, true).unwrap();
+        assert_eq!(p.scans[0].bucket, None);
+    }
+}
