@@ -56,6 +56,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The journal of writes the secondary missed: `show` lists, `replay` re-applies.
+    Journal {
+        #[command(subcommand)]
+        action: JournalAction,
+    },
     /// Change `mode` and/or `shadow_reads` of a running proxy (persisted like a cutover).
     Set {
         #[arg(long, short)]
@@ -64,6 +69,23 @@ enum Command {
         mode: Option<ModeArg>,
         #[arg(long)]
         shadow_reads: Option<f64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalAction {
+    /// List the records (seq, time, kind, session, user@db, tables, error, statements).
+    Show {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON array of records, with decoded statements.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-apply missed writes to the secondary in order; safe to re-run.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -147,6 +169,7 @@ async fn real_main(cli: Cli) -> ExitCode {
             proxy.run(shutdown).await;
             ExitCode::SUCCESS
         }
+        Command::Journal { action } => journal(action).await,
         Command::Status { config } => admin_call(&config, "GET", "/status", None).await,
         Command::Cutover { config, to, timeout, force } => {
             let to = match to {
@@ -183,6 +206,71 @@ async fn real_main(cli: Cli) -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn journal(action: JournalAction) -> ExitCode {
+    let (JournalAction::Show { config, .. } | JournalAction::Replay { config }) = &action;
+    let settings = match Settings::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match action {
+        JournalAction::Show { json, .. } => match dualwrite_proxy::journal::read_records(&settings.journal_dir) {
+            Ok((records, report)) => {
+                let applied = dualwrite_proxy::replay::applied(&settings.journal_dir);
+                if json {
+                    let out: Vec<_> = records
+                        .iter()
+                        .map(|r| {
+                            let mut v = serde_json::to_value(r).unwrap_or_default();
+                            v["statements"] = serde_json::json!(dualwrite_proxy::journal::describe(&r.messages));
+                            v["applied"] = serde_json::json!(r.kind == dualwrite_proxy::journal::RecordKind::Missed && r.seq <= applied);
+                            v
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                } else {
+                    println!("{}", dualwrite_proxy::journal::render(&records, applied));
+                    if report.torn_tail_bytes > 0 {
+                        println!("(a torn last record of {} bytes is ignored)", report.torn_tail_bytes);
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        JournalAction::Replay { .. } => {
+            let result = dualwrite_proxy::replay::replay(&settings, &mut |ev| match ev {
+                dualwrite_proxy::replay::ReplayEvent::Applied { seq, statements } => println!("applied  record {seq} ({statements} statement(s))"),
+                dualwrite_proxy::replay::ReplayEvent::AlreadyApplied { seq } => println!("skipped  record {seq} (already applied)"),
+                dualwrite_proxy::replay::ReplayEvent::Divergence { seq, error } => println!("listed   record {seq}: divergence, not replayed: {error}"),
+            })
+            .await;
+            match result {
+                Ok(s) => {
+                    println!(
+                        "replay done: {} applied, {} already applied, {} divergence record(s) listed",
+                        s.applied, s.skipped_already_applied, s.divergences_listed
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e @ dualwrite_proxy::replay::ReplayError::Failed { .. }) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
                 }
             }
         }

@@ -1,7 +1,236 @@
-//! Interim replay (replaced by the full one).
+//! `journal replay`: re-apply journaled writes to the secondary, in order, exactly once.
+//!
+//! Each record runs as the user who wrote it, in its database, after its session state is
+//! restored. Records without transaction control run as `BEGIN; <record>; INSERT INTO
+//! _dualwrite.journal_applied ...; COMMIT`, so a replay interrupted at any point and run
+//! again applies nothing twice. Replay stops at the first record that fails, with its reason.
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use crate::backend;
+use crate::config::{Backend, Settings};
+use crate::journal::{self, Record, RecordKind};
+use crate::outcome::Collector;
+use crate::protocol::{self, frontend as f};
+use crate::session::read_message;
+use crate::tls::{Reader, Writer};
+
+/// Progress, for the CLI.
 #[derive(Debug)]
-pub struct ReplaySummary { pub applied: u64, pub remaining: u64 }
+pub enum ReplayEvent {
+    Applied { seq: u64, statements: usize },
+    AlreadyApplied { seq: u64 },
+    Divergence { seq: u64, error: String },
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct ReplaySummary {
+    pub applied: u64,
+    pub skipped_already_applied: u64,
+    pub divergences_listed: u64,
+    /// Missed records not applied (after a stop).
+    pub remaining: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum ReplayError { #[error("not available")] NotAvailable }
-pub enum ReplayEvent {}
-pub async fn replay(_s: &crate::config::Settings, _r: &mut (dyn FnMut(ReplayEvent) + Send)) -> Result<ReplaySummary, ReplayError> { Err(ReplayError::NotAvailable) }
+pub enum ReplayError {
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error("no secondary is configured ([target] is missing)")]
+    NoSecondary,
+    #[error("cannot prepare the applied-marker table on the {side}: {reason}")]
+    Marker { side: &'static str, reason: String },
+    #[error("record {seq} ({user}@{database}): {reason}")]
+    Connect { seq: u64, user: String, database: String, reason: String },
+    #[error("replay stopped at record {seq} ({user}@{database}): {code} {message}; {remaining} record(s) not applied")]
+    Failed {
+        seq: u64,
+        user: String,
+        database: String,
+        code: String,
+        message: String,
+        remaining: u64,
+    },
+    #[error("record {seq}: connection lost during replay: {reason}")]
+    Lost { seq: u64, reason: String },
+}
+
+const MARKER_SQL: &str = "CREATE SCHEMA IF NOT EXISTS _dualwrite;
+CREATE TABLE IF NOT EXISTS _dualwrite.journal_applied (
+    journal_id text NOT NULL, seq bigint NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (journal_id, seq));
+GRANT USAGE ON SCHEMA _dualwrite TO PUBLIC;
+GRANT SELECT, INSERT ON _dualwrite.journal_applied TO PUBLIC;";
+
+struct Conn {
+    reader: Reader,
+    writer: Writer,
+    buf: BytesMut,
+}
+
+fn query(sql: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    protocol::frontend_message(&mut out, f::QUERY, &body);
+    out
+}
+
+/// ReadyForQuery answers the messages will get (one per Query and per Sync).
+fn answers(messages: &[u8]) -> usize {
+    let mut n = 0;
+    let mut pos = 0;
+    while pos + 5 <= messages.len() {
+        let len = u32::from_be_bytes([messages[pos + 1], messages[pos + 2], messages[pos + 3], messages[pos + 4]]) as usize;
+        if matches!(messages[pos], f::QUERY | f::SYNC) {
+            n += 1;
+        }
+        pos += 1 + len.max(4);
+    }
+    n
+}
+
+/// Send and read `answers` ReadyForQuery; the first error (SQLSTATE, message), if any.
+async fn run(conn: &mut Conn, out: &[u8], answers: usize) -> Result<Option<(String, String)>, String> {
+    conn.writer.write_all(out).await.map_err(|e| e.to_string())?;
+    conn.writer.flush().await.map_err(|e| e.to_string())?;
+    let mut first_error = None;
+    for _ in 0..answers {
+        let mut c = Collector::default();
+        c.begin(b'I');
+        loop {
+            let (tag, body) = read_message(&mut conn.reader, &mut conn.buf, 1 << 30).await.map_err(|e| e.to_string())?;
+            if let Some(o) = c.message(tag, &body) {
+                if first_error.is_none() {
+                    first_error = o.error().map(|(c, m)| (c.to_string(), m.to_string()));
+                }
+                break;
+            }
+        }
+    }
+    Ok(first_error)
+}
+
+fn password(settings: &Settings, backend: &Backend, user: &str) -> Option<dualwrite_common::Secret> {
+    settings
+        .users
+        .get(user)
+        .and_then(|u| u.backend_password(backend.side).cloned())
+        .or_else(|| (backend.url.user == user).then(|| backend.url.password.clone()).flatten())
+}
+
+/// Replay every unapplied `Missed` record to the secondary, in order.
+pub async fn replay(settings: &Settings, report: &mut (dyn FnMut(ReplayEvent) + Send)) -> Result<ReplaySummary, ReplayError> {
+    let backend = settings.secondary_backend().ok_or(ReplayError::NoSecondary)?.clone();
+    let dir = &settings.journal_dir;
+    let (records, _) = journal::read_records(dir)?;
+    let mut summary = ReplaySummary::default();
+    let missed: Vec<&Record> = records.iter().filter(|r| r.kind == RecordKind::Missed).collect();
+    for r in records.iter().filter(|r| r.kind == RecordKind::Divergence) {
+        summary.divergences_listed += 1;
+        report(ReplayEvent::Divergence { seq: r.seq, error: r.error.clone() });
+    }
+    if missed.is_empty() {
+        return Ok(summary);
+    }
+    let id = journal::journal_id(dir)?;
+    let admin = dualwrite_common::connect(&backend.url, "dualwrite-proxy replay")
+        .await
+        .map_err(|e| ReplayError::Marker { side: backend.side.name(), reason: e.to_string() })?;
+    admin
+        .batch_execute(MARKER_SQL)
+        .await
+        .map_err(|e| ReplayError::Marker { side: backend.side.name(), reason: e.to_string() })?;
+    let done: std::collections::HashSet<i64> = admin
+        .query("SELECT seq FROM _dualwrite.journal_applied WHERE journal_id = $1", &[&id])
+        .await
+        .map_err(|e| ReplayError::Marker { side: backend.side.name(), reason: e.to_string() })?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut conns: HashMap<(String, String), Conn> = HashMap::new();
+    for (i, r) in missed.iter().enumerate() {
+        if done.contains(&(r.seq as i64)) {
+            summary.skipped_already_applied += 1;
+            report(ReplayEvent::AlreadyApplied { seq: r.seq });
+            continue;
+        }
+        let key = (r.user.clone(), r.database.clone());
+        if !conns.contains_key(&key) {
+            let c = backend::connect(&backend, &r.user, &r.database, password(settings, &backend, &r.user).as_ref(), &[], settings.connect_timeout)
+                .await
+                .map_err(|e| ReplayError::Connect { seq: r.seq, user: r.user.clone(), database: r.database.clone(), reason: e.to_string() })?;
+            conns.insert(key.clone(), Conn { reader: c.reader, writer: c.writer, buf: c.leftover });
+        }
+        let conn = conns.get_mut(&key).expect("inserted above");
+        let lost = |reason: String| ReplayError::Lost { seq: r.seq, reason };
+        let remaining = (missed.len() - i) as u64;
+        let fail = |(code, message): (String, String)| ReplayError::Failed {
+            seq: r.seq,
+            user: r.user.clone(),
+            database: r.database.clone(),
+            code,
+            message,
+            remaining,
+        };
+        // Session state first (a fresh session, or one reused for the same user and database).
+        let mut prelude = BytesMut::new();
+        prelude.extend_from_slice(&query("RESET ALL"));
+        for stmt in &r.prelude {
+            prelude.extend_from_slice(&query(stmt));
+        }
+        if let Some(e) = run(conn, &prelude, 1 + r.prelude.len()).await.map_err(lost)? {
+            return Err(fail(e));
+        }
+        let marker = format!(
+            "INSERT INTO _dualwrite.journal_applied (journal_id, seq) VALUES ({}, {})",
+            dualwrite_common::ident::quote_literal(&id),
+            r.seq
+        );
+        let mut out = BytesMut::new();
+        let mut expected = answers(&r.messages);
+        if r.wrap {
+            out.extend_from_slice(&query("BEGIN"));
+            out.extend_from_slice(&r.messages);
+            out.extend_from_slice(&query(&marker));
+            expected += 2;
+        } else {
+            out.extend_from_slice(&r.messages);
+        }
+        match run(conn, &out, expected).await.map_err(lost)? {
+            None => {}
+            Some(e) => {
+                let _ = run(conn, &query("ROLLBACK"), 1).await;
+                return Err(fail(e));
+            }
+        }
+        let commit = if r.wrap { query("COMMIT") } else { query(&marker) };
+        if let Some(e) = run(conn, &commit, 1).await.map_err(lost)? {
+            return Err(fail(e));
+        }
+        let _ = write_applied(dir, r.seq);
+        summary.applied += 1;
+        report(ReplayEvent::Applied { seq: r.seq, statements: journal::describe(&r.messages).len() });
+    }
+    for (_, mut c) in conns {
+        let _ = c.writer.write_all(b"X\0\0\0\x04").await;
+    }
+    Ok(summary)
+}
+
+/// The last applied seq, for `journal show` (the target's marker table is authoritative).
+pub fn applied(dir: &std::path::Path) -> u64 {
+    std::fs::read_to_string(dir.join("applied")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+fn write_applied(dir: &std::path::Path, seq: u64) -> std::io::Result<()> {
+    if applied(dir) >= seq {
+        return Ok(());
+    }
+    let tmp = dir.join("applied.tmp");
+    std::fs::write(&tmp, seq.to_string())?;
+    std::fs::rename(tmp, dir.join("applied"))
+}
