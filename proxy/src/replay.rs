@@ -178,7 +178,7 @@ pub async fn replay(settings: &Settings, report: &mut (dyn FnMut(ReplayEvent) + 
         };
         // Session state first (a fresh session, or one reused for the same user and database).
         let mut prelude = BytesMut::new();
-        prelude.extend_from_slice(&query("RESET ALL"));
+        prelude.extend_from_slice(&query("DISCARD ALL"));
         for stmt in &r.prelude {
             prelude.extend_from_slice(&query(stmt));
         }

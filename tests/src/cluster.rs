@@ -128,12 +128,14 @@ impl Cluster {
         let conf = data.join("postgresql.conf");
         let base = std::fs::read_to_string(&conf).expect("read postgresql.conf");
         let mut last_err = String::new();
+        // fsync is off (an OS crash is not simulated), synchronous_commit stays on: a server
+        // stopped with `-m immediate` must keep every commit it acknowledged, as in production.
         for _attempt in 0..5 {
             let port = crate::free_port();
             let mut text = base.clone();
             text.push_str(&format!(
                 "\n# dualwrite test harness\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
-                 unix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\n\
+                 unix_socket_directories = '{}'\nfsync = off\n\
                  full_page_writes = off\nmax_connections = 300\nshared_buffers = 64MB\n\
                  max_wal_size = 4GB\nlog_min_messages = warning\nlog_line_prefix = '%m [%p] %u@%d '\n\
                  password_encryption = 'scram-sha-256'\n",
