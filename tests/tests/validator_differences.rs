@@ -178,4 +178,30 @@ async fn injected_differences_are_found_and_located() {
         first_unit_line.contains("DIFFERS"),
         "mismatches first: {text}"
     );
+
+    // The binary exits 1 and writes the JSON report where asked.
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("report.json");
+    let bin = dualwrite_tests::bins::binary("dualwrite-validator", "dualwrite-validator");
+    let out = std::process::Command::new(bin)
+        .args([
+            "checksum",
+            "--source",
+            &pair.source_url(),
+            "--target",
+            &pair.target_url(),
+        ])
+        .args(tables)
+        .args(["--format", "json", "--output", out_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    assert_eq!(json["summary"]["units_differing"], 6);
 }
