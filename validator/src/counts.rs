@@ -152,14 +152,12 @@ pub async fn exact(
     Ok(reports)
 }
 
-/// The planner's estimate of a relation's rows; `None` when it was never analyzed.
-async fn estimate_relation(
-    side: &Side,
-    rel: &QualifiedName,
-    hypertable: bool,
-) -> Result<Option<i64>, SessionError> {
+/// The SQL of a relation's row estimate: TimescaleDB's `approximate_row_count` for hypertable
+/// chunks (it counts compressed rows), else `reltuples` scaled to the current size as the
+/// planner does; NULL when never analyzed.
+pub fn estimate_sql(rel: &QualifiedName, timescaledb: bool) -> String {
     let lit = quote_literal(&rel.quoted());
-    let sql = if hypertable && side.timescaledb.is_some() {
+    if timescaledb {
         format!("SELECT approximate_row_count({lit}::regclass)::int8")
     } else {
         format!(
@@ -169,7 +167,16 @@ async fn estimate_relation(
                               * (pg_relation_size(c.oid) / current_setting('block_size')::int8))::int8 END
              FROM pg_class c WHERE c.oid = {lit}::regclass"
         )
-    };
+    }
+}
+
+/// The planner's estimate of a relation's rows; `None` when it was never analyzed.
+async fn estimate_relation(
+    side: &Side,
+    rel: &QualifiedName,
+    hypertable: bool,
+) -> Result<Option<i64>, SessionError> {
+    let sql = estimate_sql(rel, hypertable && side.timescaledb.is_some());
     let rows = side
         .query(&sql, &format!("reading the row estimate of {rel}"))
         .await?;
@@ -306,6 +313,19 @@ pub fn tolerance_status(source: i64, target: i64, tolerance: f64) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn estimate_sql_per_kind() {
+        let chunk = QualifiedName::new("_timescaledb_internal", "_hyper_1_2_chunk");
+        assert_eq!(
+            estimate_sql(&chunk, true),
+            "SELECT approximate_row_count('\"_timescaledb_internal\".\"_hyper_1_2_chunk\"'::regclass)::int8"
+        );
+        let part = QualifiedName::new("public", "it's");
+        let sql = estimate_sql(&part, false);
+        assert!(sql.contains("reltuples / c.relpages"), "{sql}");
+        assert!(sql.contains("'\"public\".\"it''s\"'::regclass"), "{sql}");
+    }
 
     #[test]
     fn tolerance() {
