@@ -213,7 +213,8 @@ pub async fn estimate(
                     &format!("counting rows of {}", scan.label),
                 )
                 .await?;
-                progress.done(1, 0);
+                let rows: i64 = pairings.iter().map(|p| p.source.rows + p.target.rows).sum();
+                progress.done(1, rows.max(0) as u64);
                 return Ok((i, units_of(plan, scan, &pairings), None));
             }
             // TimescaleDB's estimate counts compressed rows too; plain reltuples would not.
@@ -285,7 +286,7 @@ pub async fn estimate(
                 u.estimated = note.is_none();
                 u.status = tolerance_status(s, t, opts.tolerance);
             }
-            progress.done(1, 0);
+            progress.done(1, (s + t).max(0) as u64);
             Ok::<_, CountError>((i, unit, note))
         })
         .buffer_unordered(opts.jobs.max(1))
