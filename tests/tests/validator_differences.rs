@@ -205,3 +205,32 @@ async fn injected_differences_are_found_and_located() {
         serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
     assert_eq!(json["summary"]["units_differing"], 6);
 }
+
+/// A target missing a whole partition: bisection stops once enough rows are found, lists the
+/// earliest ones and says there are more.
+#[tokio::test]
+async fn a_missing_partition_lists_capped_rows() {
+    let pair = Pair::start();
+    pair.both(
+        "CREATE TABLE big (ts timestamptz NOT NULL PRIMARY KEY, v int) PARTITION BY RANGE (ts);
+         CREATE TABLE big_1 PARTITION OF big FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+         CREATE TABLE big_2 PARTITION OF big FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
+         INSERT INTO big SELECT '2024-01-01'::timestamptz + i * interval '1 minute', i
+         FROM generate_series(0, 60 * 24 * 59) i;",
+    );
+    pair.target.psql(&pair.db, "TRUNCATE big_2");
+    let r = run_on(&pair, "checksum", &["--max-rows", "5"])
+        .await
+        .unwrap();
+    let bad = differing(&r, "public.big");
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].label, "big_2");
+    assert_eq!(bad[0].target_rows, 0);
+    assert_eq!(bad[0].rows.len(), 5);
+    assert!(bad[0].rows_truncated);
+    assert!(bad[0].rows.iter().all(|d| d.kind == RowDiffKind::Missing));
+    assert_eq!(
+        bad[0].rows[0].key[0].as_deref(),
+        Some("2024-02-01 00:00:00+00")
+    );
+}
