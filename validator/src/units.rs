@@ -14,6 +14,7 @@ use dualwrite_common::catalog::{
 };
 use dualwrite_common::ident::QualifiedName;
 
+use crate::range::{is_empty_range, max_opt, min_opt, subtract};
 use crate::session::Sides;
 use crate::sql::and;
 
@@ -209,56 +210,6 @@ fn bound(
             })
         })
         .transpose()
-}
-
-fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.max(y)),
-        (x, None) => x,
-        (None, y) => y,
-    }
-}
-
-fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, None) => x,
-        (None, y) => y,
-    }
-}
-
-fn is_empty_range(start: Option<i64>, end: Option<i64>) -> bool {
-    matches!((start, end), (Some(a), Some(b)) if a >= b)
-}
-
-/// The parts of `range` that none of `covers` (non-overlapping ranges) contains.
-fn subtract(
-    range: (Option<i64>, Option<i64>),
-    covers: &[(Option<i64>, Option<i64>)],
-) -> Vec<(Option<i64>, Option<i64>)> {
-    let lo = |v: Option<i64>| v.unwrap_or(i64::MIN);
-    let hi = |v: Option<i64>| v.unwrap_or(i64::MAX);
-    let mut sorted: Vec<(i64, i64)> = covers.iter().map(|(a, b)| (lo(*a), hi(*b))).collect();
-    sorted.sort();
-    let (mut cur, end) = (lo(range.0), hi(range.1));
-    let mut out = Vec::new();
-    for (a, b) in sorted {
-        if b <= cur || a >= end {
-            continue;
-        }
-        if a > cur {
-            out.push((cur, a));
-        }
-        cur = cur.max(b);
-        if cur >= end {
-            break;
-        }
-    }
-    if cur < end {
-        out.push((cur, end));
-    }
-    let back = |v: i64| (v != i64::MIN && v != i64::MAX).then_some(v);
-    out.into_iter().map(|(a, b)| (back(a), back(b))).collect()
 }
 
 /// Plan one table from its source and target descriptions.
@@ -526,22 +477,6 @@ mod tests {
         // The third chunk has no target chunk: read by range from the target table.
         assert_eq!(p.scans[2].target_rel.name, "m");
         assert!(p.scans[2].target_cond.contains("<"));
-    }
-
-    #[test]
-    fn subtracts_ranges() {
-        assert_eq!(
-            subtract(
-                (Some(0), Some(10)),
-                &[(Some(2), Some(4)), (Some(6), Some(8))]
-            ),
-            vec![(Some(0), Some(2)), (Some(4), Some(6)), (Some(8), Some(10))]
-        );
-        assert_eq!(subtract((Some(0), Some(10)), &[(None, Some(20))]), vec![]);
-        assert_eq!(
-            subtract((Some(0), None), &[(Some(0), Some(5))]),
-            vec![(Some(5), None)]
-        );
     }
 
     #[test]
