@@ -70,7 +70,7 @@ pub fn units_of(plan: &TablePlan, scan: &Scan, pairings: &[Pairing]) -> Vec<Unit
                 Some(w) => {
                     let start = scan.start.map_or(p.key, |s| s.max(p.key));
                     let end = scan.end.map_or(p.key + w, |e| e.min(p.key + w));
-                    let label = if plan.table.chunks.is_empty() {
+                    let label = if scan.source_rel == plan.table.table {
                         tt.display(start)
                     } else {
                         format!("{} @ {}", scan.label, tt.display(start))
