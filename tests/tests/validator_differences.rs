@@ -178,4 +178,59 @@ async fn injected_differences_are_found_and_located() {
         first_unit_line.contains("DIFFERS"),
         "mismatches first: {text}"
     );
+
+    // The binary exits 1 and writes the JSON report where asked.
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("report.json");
+    let bin = dualwrite_tests::bins::binary("dualwrite-validator", "dualwrite-validator");
+    let out = std::process::Command::new(bin)
+        .args([
+            "checksum",
+            "--source",
+            &pair.source_url(),
+            "--target",
+            &pair.target_url(),
+        ])
+        .args(tables)
+        .args(["--format", "json", "--output", out_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    assert_eq!(json["summary"]["units_differing"], 6);
+}
+
+/// A target missing a whole partition: bisection stops once enough rows are found, lists the
+/// earliest ones and says there are more.
+#[tokio::test]
+async fn a_missing_partition_lists_capped_rows() {
+    let pair = Pair::start();
+    pair.both(
+        "CREATE TABLE big (ts timestamptz NOT NULL PRIMARY KEY, v int) PARTITION BY RANGE (ts);
+         CREATE TABLE big_1 PARTITION OF big FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+         CREATE TABLE big_2 PARTITION OF big FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
+         INSERT INTO big SELECT '2024-01-01'::timestamptz + i * interval '1 minute', i
+         FROM generate_series(0, 60 * 24 * 59) i;",
+    );
+    pair.target.psql(&pair.db, "TRUNCATE big_2");
+    let r = run_on(&pair, "checksum", &["--max-rows", "5"])
+        .await
+        .unwrap();
+    let bad = differing(&r, "public.big");
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].label, "big_2");
+    assert_eq!(bad[0].target_rows, 0);
+    assert_eq!(bad[0].rows.len(), 5);
+    assert!(bad[0].rows_truncated);
+    assert!(bad[0].rows.iter().all(|d| d.kind == RowDiffKind::Missing));
+    assert_eq!(
+        bad[0].rows[0].key[0].as_deref(),
+        Some("2024-02-01 00:00:00+00")
+    );
 }

@@ -71,6 +71,70 @@ async fn identical_tables_agree_in_counts_and_checksums() {
     assert_eq!(clipped.summary.status, Status::Equal);
 }
 
+/// Types without a stable typed hash (hashed through their text) and types whose hash is
+/// looser than their text (numeric scale, interval units) are compared by their text.
+#[tokio::test]
+async fn exotic_types_are_compared_by_text() {
+    let pair = Pair::start();
+    pair.both(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+         CREATE TYPE pair_t AS (a int, b text);
+         CREATE DOMAIN positive AS int CHECK (VALUE > 0);
+         CREATE TABLE odd (ts timestamptz NOT NULL PRIMARY KEY, p point, m money, e mood, c pair_t,
+                           j json, n numeric, iv interval, d positive, x xml, r int4range, bp char(4));
+         INSERT INTO odd SELECT '2024-01-01'::timestamptz + i * interval '1 hour', point(i, i / 3.0),
+                i * 1.25, (ARRAY['sad', 'ok', 'happy'])[i % 3 + 1]::mood, ROW(i, 'b,' || i)::pair_t,
+                ('{\"k\": ' || i || '}')::json, i / 7.0, make_interval(days => i), i + 1,
+                ('<a>' || i || '</a>')::xml, int4range(i, i + 10), 'ab'
+         FROM generate_series(0, 99) i;",
+    );
+    for digest in ["typed", "text"] {
+        let r = run_on(
+            &pair,
+            "checksum",
+            &["--table", "odd:ts", "--digest", digest],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.summary.status, Status::Equal, "{digest}: {r:#?}");
+    }
+    // Equal as values, different as text: still a difference.
+    pair.target.psql(
+        &pair.db,
+        "UPDATE odd SET n = 1.50 WHERE ts = '2024-01-01 00:00:00+00';
+         UPDATE odd SET iv = interval '24 hours' WHERE ts = '2024-01-01 01:00:00+00';
+         UPDATE odd SET p = point(2, 0.5) WHERE ts = '2024-01-01 02:00:00+00';",
+    );
+    pair.source.psql(
+        &pair.db,
+        "UPDATE odd SET n = 1.5 WHERE ts = '2024-01-01 00:00:00+00'",
+    );
+    for digest in ["typed", "text"] {
+        let r = run_on(
+            &pair,
+            "checksum",
+            &["--table", "odd:ts", "--digest", digest],
+        )
+        .await
+        .unwrap();
+        let rows: Vec<Vec<String>> = r.tables[0]
+            .units
+            .iter()
+            .flat_map(|u| u.rows.iter())
+            .map(|d| d.changed_columns.clone())
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                vec!["n".to_string()],
+                vec!["iv".to_string()],
+                vec!["p".to_string()]
+            ],
+            "{digest}"
+        );
+    }
+}
+
 #[test]
 fn binary_exits_0_when_equal() {
     let pair = Pair::start();

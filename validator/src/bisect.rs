@@ -107,8 +107,19 @@ pub async fn data_bounds(
     })
 }
 
-/// Regions of `[start, end)` whose digests differ, each holding at most `threshold` rows on
-/// either side (or as small as splitting can make them).
+/// What bisection found.
+#[derive(Clone, Debug, Default)]
+pub struct Located {
+    /// Differing regions in time order, each holding at most `threshold` rows on either side
+    /// (or as small as splitting can make them).
+    pub regions: Vec<Region>,
+    /// False when the search stopped early (enough regions found, or the query budget spent):
+    /// more differing regions may exist.
+    pub complete: bool,
+}
+
+/// Bisect `[start, end)`, earliest time first, until `max_regions` differing regions are found
+/// or nothing differing is left to split.
 #[allow(clippy::too_many_arguments)]
 pub async fn locate(
     sides: &Sides,
@@ -121,7 +132,8 @@ pub async fn locate(
     end: i64,
     rows: i64,
     threshold: i64,
-) -> Result<Vec<Region>, SessionError> {
+    max_regions: usize,
+) -> Result<Located, SessionError> {
     let first = Region {
         start,
         end,
@@ -130,7 +142,10 @@ pub async fn locate(
         rows,
     };
     if rows <= threshold {
-        return Ok(vec![first]);
+        return Ok(Located {
+            regions: vec![first],
+            complete: true,
+        });
     }
     let g = grain(table.time_type);
     let mut queue = vec![first];
@@ -138,9 +153,9 @@ pub async fn locate(
     let mut queries = 0;
     let measure = Measure::Digest(kind, shape);
     while let Some(r) = queue.pop() {
-        if queries >= MAX_QUERIES {
-            leaves.push(r);
-            continue;
+        if queries >= MAX_QUERIES || leaves.len() >= max_regions.max(1) {
+            queue.push(r);
+            break;
         }
         let by_time = r.key_bits == 0 && r.end - r.start > g;
         let group = if by_time {
@@ -175,7 +190,8 @@ pub async fn locate(
             "bisecting a differing unit",
         )
         .await?;
-        for p in pairings.iter().filter(|p| !p.agrees()) {
+        // Reversed, so that the stack yields the earliest region first.
+        for p in pairings.iter().rev().filter(|p| !p.agrees()) {
             let rows = p.source.rows.max(p.target.rows);
             let child = match group {
                 Group::Time { width, .. } => Region {
@@ -199,5 +215,8 @@ pub async fn locate(
         }
     }
     leaves.sort_by_key(|l| (l.start, l.key_value));
-    Ok(leaves)
+    Ok(Located {
+        regions: leaves,
+        complete: queue.is_empty(),
+    })
 }

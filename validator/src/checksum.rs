@@ -20,6 +20,9 @@ const PROBE: &str = "SELECT hash_record_extended(ROW(1::int2, 2::int4, 3::int8, 
     '2024-03-01'::date, '{\"a\": [1, 2.5, null]}'::jsonb, '\\x00ff'::bytea, \
     '0b3c7a1e-4c0d-4d2a-9b1f-3f2b1c0d9e8a'::uuid, '12:34:56'::time, ARRAY[1, 2]::int4[], NULL::text), 0)";
 
+/// A smallest region is fetched only up to this many times `--bisect-rows` rows.
+const UNSPLITTABLE_FETCH_FACTOR: i64 = 10;
+
 /// Checksum failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChecksumError {
@@ -177,7 +180,7 @@ async fn differing_rows(
         return Ok(());
     };
     let rows = unit.source_rows.max(unit.target_rows);
-    let regions = locate(
+    let located = locate(
         sides,
         &plan.table,
         &plan.target,
@@ -188,12 +191,21 @@ async fn differing_rows(
         end,
         rows,
         opts.bisect_rows,
+        opts.max_rows,
     )
     .await?;
-    for region in regions {
+    if !located.complete {
+        unit.rows_truncated = true;
+    }
+    for region in located.regions {
         if unit.rows.len() >= opts.max_rows {
             unit.rows_truncated = true;
             break;
+        }
+        if region.rows > UNSPLITTABLE_FETCH_FACTOR * opts.bisect_rows {
+            // Identical rows in bulk that no time or key split can separate: not fetched.
+            unit.rows_truncated = true;
+            continue;
         }
         let (s, t) = fetch(
             sides,

@@ -70,7 +70,7 @@ pub fn units_of(plan: &TablePlan, scan: &Scan, pairings: &[Pairing]) -> Vec<Unit
                 Some(w) => {
                     let start = scan.start.map_or(p.key, |s| s.max(p.key));
                     let end = scan.end.map_or(p.key + w, |e| e.min(p.key + w));
-                    let label = if plan.table.chunks.is_empty() {
+                    let label = if scan.source_rel == plan.table.table {
                         tt.display(start)
                     } else {
                         format!("{} @ {}", scan.label, tt.display(start))
@@ -152,14 +152,12 @@ pub async fn exact(
     Ok(reports)
 }
 
-/// The planner's estimate of a relation's rows; `None` when it was never analyzed.
-async fn estimate_relation(
-    side: &Side,
-    rel: &QualifiedName,
-    hypertable: bool,
-) -> Result<Option<i64>, SessionError> {
+/// The SQL of a relation's row estimate: TimescaleDB's `approximate_row_count` for hypertable
+/// chunks (it counts compressed rows), else `reltuples` scaled to the current size as the
+/// planner does; NULL when never analyzed.
+pub fn estimate_sql(rel: &QualifiedName, timescaledb: bool) -> String {
     let lit = quote_literal(&rel.quoted());
-    let sql = if hypertable && side.timescaledb.is_some() {
+    if timescaledb {
         format!("SELECT approximate_row_count({lit}::regclass)::int8")
     } else {
         format!(
@@ -169,7 +167,16 @@ async fn estimate_relation(
                               * (pg_relation_size(c.oid) / current_setting('block_size')::int8))::int8 END
              FROM pg_class c WHERE c.oid = {lit}::regclass"
         )
-    };
+    }
+}
+
+/// The planner's estimate of a relation's rows; `None` when it was never analyzed.
+async fn estimate_relation(
+    side: &Side,
+    rel: &QualifiedName,
+    hypertable: bool,
+) -> Result<Option<i64>, SessionError> {
+    let sql = estimate_sql(rel, hypertable && side.timescaledb.is_some());
     let rows = side
         .query(&sql, &format!("reading the row estimate of {rel}"))
         .await?;
@@ -206,7 +213,8 @@ pub async fn estimate(
                     &format!("counting rows of {}", scan.label),
                 )
                 .await?;
-                progress.done(1, 0);
+                let rows: i64 = pairings.iter().map(|p| p.source.rows + p.target.rows).sum();
+                progress.done(1, rows.max(0) as u64);
                 return Ok((i, units_of(plan, scan, &pairings), None));
             }
             // TimescaleDB's estimate counts compressed rows too; plain reltuples would not.
@@ -278,7 +286,7 @@ pub async fn estimate(
                 u.estimated = note.is_none();
                 u.status = tolerance_status(s, t, opts.tolerance);
             }
-            progress.done(1, 0);
+            progress.done(1, (s + t).max(0) as u64);
             Ok::<_, CountError>((i, unit, note))
         })
         .buffer_unordered(opts.jobs.max(1))
@@ -306,6 +314,19 @@ pub fn tolerance_status(source: i64, target: i64, tolerance: f64) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn estimate_sql_per_kind() {
+        let chunk = QualifiedName::new("_timescaledb_internal", "_hyper_1_2_chunk");
+        assert_eq!(
+            estimate_sql(&chunk, true),
+            "SELECT approximate_row_count('\"_timescaledb_internal\".\"_hyper_1_2_chunk\"'::regclass)::int8"
+        );
+        let part = QualifiedName::new("public", "it's");
+        let sql = estimate_sql(&part, false);
+        assert!(sql.contains("reltuples / c.relpages"), "{sql}");
+        assert!(sql.contains("'\"public\".\"it''s\"'::regclass"), "{sql}");
+    }
 
     #[test]
     fn tolerance() {

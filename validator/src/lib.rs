@@ -5,6 +5,7 @@
 //! - `cli`: command-line arguments (clap derive); main.rs parses them and calls [`run_cli`].
 //! - `session`: connections to both servers with canonical output settings, a small pool each.
 //! - `units`: which chunks, partitions and time buckets are compared, with what SQL per side.
+//! - `range`: arithmetic on time ranges with unbounded ends.
 //! - `sql`: SQL fragments: time buckets, time as integers, conditions.
 //! - `schema`: a table's columns and key, canonical-text and typed-hash row expressions.
 //! - `measure`: one count or digest query on both sides, whole or grouped, paired by group.
@@ -23,6 +24,7 @@ pub mod counts;
 pub mod diff;
 pub mod measure;
 pub mod progress;
+pub mod range;
 pub mod report;
 pub mod schema;
 pub mod session;

@@ -14,6 +14,7 @@ use dualwrite_common::catalog::{
 };
 use dualwrite_common::ident::QualifiedName;
 
+use crate::range::{is_empty_range, max_opt, min_opt, subtract};
 use crate::session::Sides;
 use crate::sql::and;
 
@@ -211,26 +212,6 @@ fn bound(
         .transpose()
 }
 
-fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.max(y)),
-        (x, None) => x,
-        (None, y) => y,
-    }
-}
-
-fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, None) => x,
-        (None, y) => y,
-    }
-}
-
-fn is_empty_range(start: Option<i64>, end: Option<i64>) -> bool {
-    matches!((start, end), (Some(a), Some(b)) if a >= b)
-}
-
 /// Plan one table from its source and target descriptions.
 pub fn plan_table(
     source: TimeSeriesTable,
@@ -296,6 +277,44 @@ pub fn plan_table(
     }
 
     let regular: Vec<&Chunk> = source.chunks.iter().filter(|c| !c.is_default).collect();
+    let source_ranges: Vec<(Option<i64>, Option<i64>)> =
+        regular.iter().map(|c| (c.start, c.end)).collect();
+    // Ranges the target has chunks for and the source has none: read on both sides by range.
+    let mut extra: Vec<(&Chunk, Option<i64>, Option<i64>)> = Vec::new();
+    for t in target.chunks.iter().filter(|t| !t.is_default) {
+        for (a, b) in subtract((t.start, t.end), &source_ranges) {
+            let (a, b) = (max_opt(a, from), min_opt(b, until));
+            if !is_empty_range(a, b) {
+                extra.push((t, a, b));
+            }
+        }
+    }
+    let any_of = |ranges: &[(Option<i64>, Option<i64>)]| -> String {
+        let parts: Vec<String> = ranges
+            .iter()
+            .map(|(a, b)| format!("({})", source.range_condition(*a, *b)))
+            .collect();
+        if parts.is_empty() {
+            "false".to_string()
+        } else {
+            parts.join(" OR ")
+        }
+    };
+    let extra_ranges: Vec<(Option<i64>, Option<i64>)> =
+        extra.iter().map(|(_, a, b)| (*a, *b)).collect();
+    let target_ranges: Vec<(Option<i64>, Option<i64>)> = target
+        .chunks
+        .iter()
+        .filter(|t| !t.is_default)
+        .map(|t| (t.start, t.end))
+        .collect();
+    let same_layout = {
+        let (mut a, mut b) = (source_ranges.clone(), target_ranges.clone());
+        a.sort();
+        b.sort();
+        a == b
+    };
+
     for chunk in &source.chunks {
         let (start, end) = if chunk.is_default {
             (from, until)
@@ -306,34 +325,37 @@ pub fn plan_table(
             continue;
         }
         let clipped = !chunk.is_default && (start != chunk.start || end != chunk.end);
-        let own_cond = if chunk.is_default || clipped {
+        let mut own_cond = if chunk.is_default || clipped {
             // For the default partition, (start, end) is the --from/--until range.
             source.range_condition(start, end)
         } else {
             "true".to_string()
         };
+        if chunk.is_default && !extra_ranges.is_empty() {
+            // Rows in ranges only the target partitions are compared in those units.
+            own_cond = and(&own_cond, &format!("NOT ({})", any_of(&extra_ranges)));
+        }
         let matched = target.chunks.iter().find(|t| {
-            t.is_default == chunk.is_default && t.start == chunk.start && t.end == chunk.end
+            t.is_default == chunk.is_default
+                && t.start == chunk.start
+                && t.end == chunk.end
+                && (!chunk.is_default || same_layout)
         });
         let (target_rel, target_cond) = match matched {
             Some(t) => (t.relation.clone(), own_cond.clone()),
             None if chunk.is_default => {
                 // Rows the source's default partition holds: outside every regular range.
-                let outside = regular
-                    .iter()
-                    .map(|c| format!("({})", source.range_condition(c.start, c.end)))
-                    .collect::<Vec<_>>()
-                    .join(" OR ");
-                let cond = if outside.is_empty() {
-                    "true".to_string()
-                } else {
-                    format!("NOT ({outside})")
-                };
+                let mut covered = source_ranges.clone();
+                covered.extend(extra_ranges.iter().copied());
+                let cond = format!("NOT ({})", any_of(&covered));
                 notes.push(format!(
-                    "the target has no default partition like {}: its rows are read from {} outside the other partitions' ranges",
+                    "the target's partitions differ from the source's: rows of {} are read from {} outside the other partitions' ranges",
                     chunk.relation, target.table
                 ));
-                (target.table.clone(), and(&cond, &own_cond))
+                (
+                    target.table.clone(),
+                    and(&cond, &source.range_condition(start, end)),
+                )
             }
             None => (target.table.clone(), source.range_condition(start, end)),
         };
@@ -363,18 +385,11 @@ pub fn plan_table(
             bucket,
         });
     }
-    // Target chunks the source does not have: whatever they hold is extra on the target.
-    for t in target.chunks.iter().filter(|t| !t.is_default) {
-        let known = source
-            .chunks
-            .iter()
-            .any(|c| !c.is_default && c.start == t.start && c.end == t.end);
-        let (start, end) = (max_opt(t.start, from), min_opt(t.end, until));
-        if known || is_empty_range(start, end) {
-            continue;
-        }
+    // Target chunks (or their parts) the source has no chunk for: rows there are extra on the
+    // target unless the source holds them elsewhere (its default partition).
+    for (t, start, end) in extra {
         notes.push(format!(
-            "the target has a chunk the source lacks: {}",
+            "the target has a chunk for a range the source has none for: {}",
             t.relation
         ));
         let cond = source.range_condition(start, end);
@@ -462,6 +477,42 @@ mod tests {
         // The third chunk has no target chunk: read by range from the target table.
         assert_eq!(p.scans[2].target_rel.name, "m");
         assert!(p.scans[2].target_cond.contains("<"));
+    }
+
+    #[test]
+    fn different_layouts_cover_each_row_once() {
+        let day = DEFAULT_PLAIN_BUCKET_MICROS;
+        // Source: two daily partitions and a default; target: one two-day partition, a third
+        // day, and a default.
+        let mut s = table(vec![(0, day), (day, 2 * day)]);
+        s.chunks.push(Chunk {
+            relation: QualifiedName::new("public", "m_default"),
+            start: None,
+            end: None,
+            is_compressed: false,
+            is_default: true,
+        });
+        let mut t = table(vec![(0, 2 * day), (2 * day, 3 * day)]);
+        t.chunks.push(s.chunks[2].clone());
+        let p = plan_table(s, t, &Selection::default(), false).unwrap();
+        let labels: Vec<&str> = p.scans.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, vec!["m_0", "m_1", "m_1 (target only)", "m_default"]);
+        // Daily source partitions are read from the target table by range.
+        assert_eq!(p.scans[0].target_rel.name, "m");
+        // The third day is compared on its own and left out of the default unit on both sides.
+        assert_eq!(p.scans[2].start, Some(2 * day));
+        let default = &p.scans[3];
+        assert!(
+            default.source_cond.starts_with("NOT"),
+            "{}",
+            default.source_cond
+        );
+        assert_eq!(default.target_rel.name, "m");
+        assert!(
+            default.target_cond.contains("NOT"),
+            "{}",
+            default.target_cond
+        );
     }
 
     #[test]

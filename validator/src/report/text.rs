@@ -121,19 +121,27 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(out, "  why: {}", s.reason);
         }
         let mut units: Vec<&UnitReport> = t.units.iter().collect();
-        units.sort_by_key(|u| u.status);
-        let shown: Vec<&UnitReport> = units
-            .iter()
-            .copied()
-            .filter(|u| u.status != Status::Equal)
-            .chain(
-                units
-                    .iter()
-                    .copied()
-                    .filter(|u| u.status == Status::Equal)
-                    .take(MAX_EQUAL_LISTED),
-            )
-            .collect();
+        // suggest-t reads best in time order (the transition is the evidence); else mismatches first.
+        let suggest = report.command == CommandKind::SuggestT;
+        if !suggest {
+            units.sort_by_key(|u| u.status);
+        }
+        let shown: Vec<&UnitReport> = if suggest {
+            units.clone()
+        } else {
+            units
+                .iter()
+                .copied()
+                .filter(|u| u.status != Status::Equal)
+                .chain(
+                    units
+                        .iter()
+                        .copied()
+                        .filter(|u| u.status == Status::Equal)
+                        .take(MAX_EQUAL_LISTED),
+                )
+                .collect()
+        };
         let hidden = units.len() - shown.len();
         let headers = [
             "unit",
@@ -207,6 +215,19 @@ pub fn render(report: &Report) -> String {
         }
     }
     let s = &report.summary;
+    if report.command == CommandKind::SuggestT {
+        let found = report
+            .tables
+            .iter()
+            .filter(|t| t.suggestion.as_ref().is_some_and(|g| g.candidate.is_some()))
+            .count();
+        let _ = writeln!(
+            out,
+            "\nsummary: a candidate T for {found} of {} tables; {:.2}s",
+            s.tables, report.elapsed_seconds
+        );
+        return out;
+    }
     let _ = writeln!(
         out,
         "\nsummary: {}: {} tables, {} units, {} differ; source {} rows, target {} rows ({:+}){}; {:.2}s",
