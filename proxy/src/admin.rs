@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
@@ -94,10 +94,16 @@ pub fn status(shared: &Shared) -> Status {
             let d = &shared.dual;
             DualWriteStatus {
                 started_at: d.started_micros().map(rfc3339),
-                first_write_per_table: d.first_writes().into_iter().map(|(t, at)| (t, rfc3339(at))).collect(),
+                first_write_per_table: d
+                    .first_writes()
+                    .into_iter()
+                    .map(|(t, at)| (t, rfc3339(at)))
+                    .collect(),
                 secondary_attached: d.attached(),
                 detach_reason: d.detach_reason.lock().ok().and_then(|r| r.clone()),
-                secondary_failures: d.secondary_failures.load(std::sync::atomic::Ordering::Relaxed),
+                secondary_failures: d
+                    .secondary_failures
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 divergences: d.divergences.load(std::sync::atomic::Ordering::Relaxed),
                 journal: shared.journal.as_ref().map(|j| {
                     let st = j.stats();
@@ -143,14 +149,24 @@ fn error(status: StatusCode, message: String) -> axum::response::Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-async fn post_cutover(State(shared): State<Arc<Shared>>, Json(req): Json<CutoverRequest>) -> axum::response::Response {
-    let timeout = match req.timeout.as_deref().map(humantime::parse_duration).transpose() {
+async fn post_cutover(
+    State(shared): State<Arc<Shared>>,
+    Json(req): Json<CutoverRequest>,
+) -> axum::response::Response {
+    let timeout = match req
+        .timeout
+        .as_deref()
+        .map(humantime::parse_duration)
+        .transpose()
+    {
         Ok(t) => t.unwrap_or(std::time::Duration::from_secs(10)),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("timeout: {e}")),
     };
     match crate::cutover::cutover(&shared, req.to, timeout, req.force).await {
         Ok(report) => Json(report).into_response(),
-        Err(e @ crate::cutover::CutoverError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ crate::cutover::CutoverError::Refused(_)) => {
+            error(StatusCode::CONFLICT, e.to_string())
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -163,7 +179,10 @@ pub struct LiveConfig {
     pub shadow_reads: Option<f64>,
 }
 
-async fn post_config(State(shared): State<Arc<Shared>>, Json(req): Json<LiveConfig>) -> axum::response::Response {
+async fn post_config(
+    State(shared): State<Arc<Shared>>,
+    Json(req): Json<LiveConfig>,
+) -> axum::response::Response {
     match apply_live(&shared, &req) {
         Ok(()) => Json(status(&shared)).into_response(),
         Err(e) => error(StatusCode::CONFLICT, e),
@@ -177,6 +196,9 @@ pub fn apply_live(shared: &Shared, req: &LiveConfig) -> Result<(), String> {
     if let Some(rate) = req.shadow_reads {
         if !(0.0..=1.0).contains(&rate) {
             return Err("shadow_reads must be between 0.0 and 1.0".into());
+        }
+        if rate > 0.0 && !crate::config::SHADOW_READS_READY {
+            return Err("shadow reads are not available in this build".into());
         }
         if rate > 0.0 && current.target.is_none() {
             return Err("shadow_reads needs a [target]".into());

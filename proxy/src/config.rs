@@ -259,8 +259,8 @@ pub enum ConfigError {
     Secret(#[from] secret::SecretError),
 }
 
-/// Whether this build can run `mode = "dual-write"`.
-const DUAL_WRITE_READY: bool = true;
+/// Whether this build can shadow reads.
+pub const SHADOW_READS_READY: bool = false;
 
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Key {
@@ -379,16 +379,31 @@ impl Settings {
             })?)
         };
         if file.mode == Mode::DualWrite && file.target.is_none() {
-            return Err(key_err("mode", "is \"dual-write\" but there is no [target] section"));
+            return Err(key_err(
+                "mode",
+                "is \"dual-write\" but there is no [target] section",
+            ));
         }
         if file.mode == Mode::DualWrite && !DUAL_WRITE_READY {
-            return Err(key_err("mode", "\"dual-write\" is not available in this build; use \"primary-only\""));
+            return Err(key_err(
+                "mode",
+                "\"dual-write\" is not available in this build; use \"primary-only\"",
+            ));
         }
         if !(0.0..=1.0).contains(&file.shadow_reads) {
             return Err(key_err("shadow_reads", "must be between 0.0 and 1.0"));
         }
+        if file.shadow_reads > 0.0 && !SHADOW_READS_READY {
+            return Err(key_err(
+                "shadow_reads",
+                "shadow reads are not available in this build; use 0.0",
+            ));
+        }
         if file.shadow_reads > 0.0 && file.target.is_none() {
-            return Err(key_err("shadow_reads", "needs a [target] to shadow reads on"));
+            return Err(key_err(
+                "shadow_reads",
+                "needs a [target] to shadow reads on",
+            ));
         }
         if file.secondary.max_lag_bytes < 64 * 1024 {
             return Err(key_err("secondary.max_lag_bytes", "must be at least 65536"));
@@ -508,7 +523,10 @@ impl Settings {
             shadow_queue: file.shadow_queue.max(1),
             max_lag_bytes: file.secondary.max_lag_bytes,
             on_lag: file.secondary.on_lag,
-            reconnect_backoff: duration("secondary.reconnect_backoff", &file.secondary.reconnect_backoff)?,
+            reconnect_backoff: duration(
+                "secondary.reconnect_backoff",
+                &file.secondary.reconnect_backoff,
+            )?,
             journal_dir: PathBuf::from(&file.journal.dir),
             fsync_interval: duration("journal.fsync_interval", &file.journal.fsync_interval)?,
             config_path: None,

@@ -31,9 +31,17 @@ fn starts_with_copy(sql: &[u8]) -> bool {
             }
         }
         if s.starts_with(b"--") {
-            s = s.iter().position(|c| *c == b'\n').map(|i| &s[i..]).unwrap_or(&[]);
+            s = s
+                .iter()
+                .position(|c| *c == b'\n')
+                .map(|i| &s[i..])
+                .unwrap_or(&[]);
         } else if s.starts_with(b"/*") {
-            s = s.windows(2).position(|w| w == b"*/").map(|i| &s[i + 2..]).unwrap_or(&[]);
+            s = s
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map(|i| &s[i + 2..])
+                .unwrap_or(&[]);
         } else {
             break;
         }
@@ -53,7 +61,9 @@ impl CopyTracker {
                 if let Some((name, rest)) = cstr(body) {
                     let name = String::from_utf8_lossy(name).into_owned();
                     let text = cstr(rest).map(|(t, _)| t).unwrap_or(rest);
-                    if starts_with_copy(text) && crate::classify::classify(&String::from_utf8_lossy(text)).copy_from_stdin {
+                    if starts_with_copy(text)
+                        && crate::classify::classify(&String::from_utf8_lossy(text)).copy_from_stdin
+                    {
                         self.statements.insert(name);
                     } else if !self.statements.is_empty() {
                         self.statements.remove(&name);
@@ -64,7 +74,10 @@ impl CopyTracker {
                 if let Some((portal, rest)) = cstr(body) {
                     let stmt = cstr(rest).map(|(s, _)| s).unwrap_or_default();
                     let portal = String::from_utf8_lossy(portal).into_owned();
-                    if self.statements.contains(String::from_utf8_lossy(stmt).as_ref()) {
+                    if self
+                        .statements
+                        .contains(String::from_utf8_lossy(stmt).as_ref())
+                    {
                         self.portals.insert(portal);
                     } else {
                         self.portals.remove(&portal);
@@ -72,7 +85,9 @@ impl CopyTracker {
                 }
             }
             f::EXECUTE if !self.portals.is_empty() => {
-                let portal = cstr(body).map(|(p, _)| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+                let portal = cstr(body)
+                    .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+                    .unwrap_or_default();
                 if self.portals.contains(&portal) {
                     self.active = true;
                 }

@@ -116,7 +116,12 @@ impl Gate {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || tokio::time::timeout(left.min(Duration::from_millis(50)), quiet).await.is_err() && Instant::now() >= deadline {
+            if left.is_zero()
+                || tokio::time::timeout(left.min(Duration::from_millis(50)), quiet)
+                    .await
+                    .is_err()
+                    && Instant::now() >= deadline
+            {
                 return Err(self.busy.load(Ordering::SeqCst));
             }
         }
@@ -155,12 +160,23 @@ fn now_text() -> String {
 
 /// Make `to` the primary. The secondary must be healthy (attached, journal replayed) unless
 /// `force`.
-pub async fn cutover(shared: &Arc<Shared>, to: Side, timeout: Duration, force: bool) -> Result<CutoverReport, CutoverError> {
+pub async fn cutover(
+    shared: &Arc<Shared>,
+    to: Side,
+    timeout: Duration,
+    force: bool,
+) -> Result<CutoverReport, CutoverError> {
     let gate = &shared.gate;
-    let _one = gate.running.try_lock().map_err(|_| CutoverError::Refused("another cutover is running".into()))?;
+    let _one = gate
+        .running
+        .try_lock()
+        .map_err(|_| CutoverError::Refused("another cutover is running".into()))?;
     let settings = shared.settings();
     if settings.primary == to {
-        return Err(CutoverError::Refused(format!("the {} is already the primary", to.name())));
+        return Err(CutoverError::Refused(format!(
+            "the {} is already the primary",
+            to.name()
+        )));
     }
     if settings.target.is_none() {
         return Err(CutoverError::Refused("no [target] is configured".into()));
@@ -175,13 +191,27 @@ pub async fn cutover(shared: &Arc<Shared>, to: Side, timeout: Duration, force: b
             return Err(CutoverError::Refused(format!(
                 "the {} is detached ({}); replay the journal first, or use --force",
                 to.name(),
-                shared.dual.detach_reason.lock().ok().and_then(|r| r.clone()).unwrap_or_default()
+                shared
+                    .dual
+                    .detach_reason
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.clone())
+                    .unwrap_or_default()
             )));
         }
-        let unreplayed = shared.journal.as_ref().map(|j| j.stats().missed).unwrap_or(0) > 0
+        let unreplayed = shared
+            .journal
+            .as_ref()
+            .map(|j| j.stats().missed)
+            .unwrap_or(0)
+            > 0
             && !shared.dual.attached();
         if unreplayed {
-            return Err(CutoverError::Refused(format!("the journal holds writes the {} has not received", to.name())));
+            return Err(CutoverError::Refused(format!(
+                "the journal holds writes the {} has not received",
+                to.name()
+            )));
         }
     }
     let from = settings.primary;
@@ -206,7 +236,10 @@ pub async fn cutover(shared: &Arc<Shared>, to: Side, timeout: Duration, force: b
     };
     if let Err(busy) = gate.wait_quiet(deadline).await {
         gate.resume();
-        let e = fail(format!("{busy} session(s) still in a transaction after {timeout:?}"), started.elapsed());
+        let e = fail(
+            format!("{busy} session(s) still in a transaction after {timeout:?}"),
+            started.elapsed(),
+        );
         crate::state::save(shared);
         return Err(e);
     }
@@ -214,7 +247,10 @@ pub async fn cutover(shared: &Arc<Shared>, to: Side, timeout: Duration, force: b
     while shared.dual.queued() > 0 {
         if Instant::now() >= deadline {
             gate.resume();
-            let e = fail(format!("secondary queues not drained after {timeout:?}"), started.elapsed());
+            let e = fail(
+                format!("secondary queues not drained after {timeout:?}"),
+                started.elapsed(),
+            );
             crate::state::save(shared);
             return Err(e);
         }

@@ -60,7 +60,10 @@ impl DualState {
     /// Stop sending live: later writes are journaled until the journal is replayed.
     pub fn detach(&self, reason: &str) {
         if self.attached.swap(false, Ordering::AcqRel) {
-            tracing::warn!(reason, "secondary detached: writes are journaled until the journal is replayed");
+            tracing::warn!(
+                reason,
+                "secondary detached: writes are journaled until the journal is replayed"
+            );
             *self.detach_reason.lock().expect("lock poisoned") = Some(reason.to_string());
         }
     }
@@ -87,7 +90,12 @@ impl DualState {
 
     /// Record that dual-writing is on (the first time only).
     pub fn mark_started(&self) {
-        let _ = self.started_micros.compare_exchange(0, now_micros() as u64, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.started_micros.compare_exchange(
+            0,
+            now_micros() as u64,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
 
     pub fn started_micros(&self) -> Option<i64> {
@@ -100,12 +108,18 @@ impl DualState {
     /// First time a write to `table` reached the secondary.
     pub fn note_write(&self, table: &str) {
         if !self.first_write.contains_key(table) {
-            self.first_write.entry(table.to_string()).or_insert_with(now_micros);
+            self.first_write
+                .entry(table.to_string())
+                .or_insert_with(now_micros);
         }
     }
 
     pub fn first_writes(&self) -> Vec<(String, i64)> {
-        let mut v: Vec<_> = self.first_write.iter().map(|e| (e.key().clone(), *e.value())).collect();
+        let mut v: Vec<_> = self
+            .first_write
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
         v.sort();
         v
     }

@@ -75,9 +75,16 @@ mod b64 {
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("journal {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("journal {path} is corrupt at offset {offset}: {reason} (the file continues after it, so this is not a torn tail)")]
-    Corrupt { path: String, offset: u64, reason: String },
+    Corrupt {
+        path: String,
+        offset: u64,
+        reason: String,
+    },
     #[error("the journal writer has stopped")]
     Stopped,
 }
@@ -172,7 +179,10 @@ impl Journal {
             .open(&path)
             .map_err(io_err(&path))?;
         if report.torn_tail_bytes > 0 {
-            tracing::warn!(bytes = report.torn_tail_bytes, "journal: ignoring a torn last record (crash during append)");
+            tracing::warn!(
+                bytes = report.torn_tail_bytes,
+                "journal: ignoring a torn last record (crash during append)"
+            );
             file.set_len(report.valid_len).map_err(io_err(&path))?;
             file.sync_all().map_err(io_err(&path))?;
         }
@@ -186,7 +196,10 @@ impl Journal {
             };
         }
         counters.bytes.store(report.valid_len, Ordering::Relaxed);
-        counters.last_seq.store(records.last().map(|r| r.seq).unwrap_or(0), Ordering::Relaxed);
+        counters.last_seq.store(
+            records.last().map(|r| r.seq).unwrap_or(0),
+            Ordering::Relaxed,
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(file, path, rx, counters.clone(), fsync_interval));
         Ok(Journal {
@@ -200,7 +213,9 @@ impl Journal {
     /// Append a record; returns its seq once it is on disk.
     pub async fn append(&self, record: Record) -> Result<u64, JournalError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Append { record, done }).map_err(|_| JournalError::Stopped)?;
+        self.tx
+            .send(Append { record, done })
+            .map_err(|_| JournalError::Stopped)?;
         wait.await.map_err(|_| JournalError::Stopped)?
     }
 
@@ -271,7 +286,8 @@ async fn writer(
         match result {
             Ok((f, Ok(()), len)) => {
                 file = Some(f);
-                metrics::histogram!("dualwrite_journal_fsync_duration_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("dualwrite_journal_fsync_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 metrics::counter!("dualwrite_journal_bytes_total").increment(len as u64);
                 counters.bytes.fetch_add(len as u64, Ordering::Relaxed);
                 counters.last_seq.store(seq, Ordering::Relaxed);
@@ -287,7 +303,8 @@ async fn writer(
                             "divergence"
                         }
                     };
-                    metrics::counter!("dualwrite_journal_records_total", "kind" => kind).increment(1);
+                    metrics::counter!("dualwrite_journal_records_total", "kind" => kind)
+                        .increment(1);
                     let _ = a.done.send(Ok(a.record.seq));
                 }
             }
@@ -296,7 +313,10 @@ async fn writer(
                 // The seqs were not used: the next batch reuses them.
                 file = Some(f);
                 for a in batch {
-                    let _ = a.done.send(Err(io_err(&path)(std::io::Error::new(e.kind(), e.to_string()))));
+                    let _ = a.done.send(Err(io_err(&path)(std::io::Error::new(
+                        e.kind(),
+                        e.to_string(),
+                    ))));
                 }
             }
             Err(_) => {
@@ -317,7 +337,9 @@ pub fn read_records(dir: &Path) -> Result<(Vec<Record>, ReadReport), JournalErro
         Ok(mut f) => {
             f.read_to_end(&mut data).map_err(io_err(&path))?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), ReadReport::default())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Vec::new(), ReadReport::default()))
+        }
         Err(e) => return Err(io_err(&path)(e)),
     }
     let (records, report) = parse(&data).map_err(|(offset, reason)| JournalError::Corrupt {
@@ -333,14 +355,15 @@ fn parse(data: &[u8]) -> Result<(Vec<Record>, ReadReport), (u64, String)> {
     let mut records = Vec::new();
     let mut pos = 0usize;
     while pos < data.len() {
-        let bad = |reason: String, end: usize| -> Result<(Vec<Record>, ReadReport), (u64, String)> {
-            if end >= data.len() {
-                // Nothing valid can follow: a torn tail.
-                Ok((Vec::new(), ReadReport::default()))
-            } else {
-                Err((pos as u64, reason))
-            }
-        };
+        let bad =
+            |reason: String, end: usize| -> Result<(Vec<Record>, ReadReport), (u64, String)> {
+                if end >= data.len() {
+                    // Nothing valid can follow: a torn tail.
+                    Ok((Vec::new(), ReadReport::default()))
+                } else {
+                    Err((pos as u64, reason))
+                }
+            };
         if data.len() - pos < HEADER {
             break;
         }
@@ -348,8 +371,10 @@ fn parse(data: &[u8]) -> Result<(Vec<Record>, ReadReport), (u64, String)> {
             bad("bad magic".into(), pos + HEADER)?;
             break;
         }
-        let len = u32::from_be_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]) as usize;
-        let crc = u32::from_be_bytes([data[pos + 8], data[pos + 9], data[pos + 10], data[pos + 11]]);
+        let len = u32::from_be_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]])
+            as usize;
+        let crc =
+            u32::from_be_bytes([data[pos + 8], data[pos + 9], data[pos + 10], data[pos + 11]]);
         if len > MAX_RECORD {
             bad(format!("record length {len}"), data.len())?;
             break;
@@ -385,11 +410,18 @@ pub fn describe(messages: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     let mut pos = 0;
     let mut parsed: std::collections::HashMap<String, String> = Default::default();
-    let text = |b: &[u8]| String::from_utf8_lossy(b.split(|c| *c == 0).next().unwrap_or_default()).into_owned();
+    let text = |b: &[u8]| {
+        String::from_utf8_lossy(b.split(|c| *c == 0).next().unwrap_or_default()).into_owned()
+    };
     let mut copy_bytes = 0usize;
     while pos + 5 <= messages.len() {
         let tag = messages[pos];
-        let len = u32::from_be_bytes([messages[pos + 1], messages[pos + 2], messages[pos + 3], messages[pos + 4]]) as usize;
+        let len = u32::from_be_bytes([
+            messages[pos + 1],
+            messages[pos + 2],
+            messages[pos + 3],
+            messages[pos + 4],
+        ]) as usize;
         if len < 4 || pos + 1 + len > messages.len() {
             out.push("<truncated message>".into());
             break;
@@ -407,7 +439,10 @@ pub fn describe(messages: &[u8]) -> Vec<String> {
                 let rest = &body[(portal.len() + 1).min(body.len())..];
                 let stmt = text(rest);
                 let params = bind_params(&rest[(stmt.len() + 1).min(rest.len())..]);
-                let sql = parsed.get(&stmt).cloned().unwrap_or_else(|| format!("<statement {stmt:?}>"));
+                let sql = parsed
+                    .get(&stmt)
+                    .cloned()
+                    .unwrap_or_else(|| format!("<statement {stmt:?}>"));
                 if params.is_empty() {
                     out.push(sql);
                 } else {
@@ -429,7 +464,10 @@ pub fn describe(messages: &[u8]) -> Vec<String> {
 
 /// A terminal table of records for `journal show`.
 pub fn render(records: &[Record], applied: u64) -> String {
-    let mut out = format!("{:>6}  {:<24}  {:<10}  {:>7}  {:<20}  {:<8}  {}\n", "seq", "time (UTC)", "kind", "session", "user@db", "applied", "error / first statement");
+    let mut out = format!(
+        "{:>6}  {:<24}  {:<10}  {:>7}  {:<20}  {:<8}  {}\n",
+        "seq", "time (UTC)", "kind", "session", "user@db", "applied", "error / first statement"
+    );
     for r in records {
         let time = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(r.time_micros)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
@@ -443,7 +481,13 @@ pub fn render(records: &[Record], applied: u64) -> String {
             RecordKind::Missed => "no",
             RecordKind::Divergence => "-",
         };
-        let first: String = describe(&r.messages).into_iter().next().unwrap_or_default().chars().take(60).collect();
+        let first: String = describe(&r.messages)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(60)
+            .collect();
         out.push_str(&format!(
             "{:>6}  {:<24}  {:<10}  {:>7}  {:<20}  {:<8}  {} | {}\n",
             r.seq,
@@ -456,8 +500,14 @@ pub fn render(records: &[Record], applied: u64) -> String {
             first
         ));
     }
-    let missed = records.iter().filter(|r| r.kind == RecordKind::Missed).count();
-    let pending = records.iter().filter(|r| r.kind == RecordKind::Missed && r.seq > applied).count();
+    let missed = records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Missed)
+        .count();
+    let pending = records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Missed && r.seq > applied)
+        .count();
     out.push_str(&format!(
         "{} record(s): {missed} missed ({pending} not yet applied), {} divergence(s)",
         records.len(),
@@ -469,24 +519,35 @@ pub fn render(records: &[Record], applied: u64) -> String {
 fn bind_params(b: &[u8]) -> Vec<String> {
     let rd16 = |b: &[u8], p: usize| b.get(p..p + 2).map(|s| i16::from_be_bytes([s[0], s[1]]));
     let mut p = 0;
-    let Some(nfmt) = rd16(b, p) else { return vec![] };
+    let Some(nfmt) = rd16(b, p) else {
+        return vec![];
+    };
     p += 2;
     let mut formats = Vec::new();
     for _ in 0..nfmt.max(0) {
         formats.push(rd16(b, p).unwrap_or(0));
         p += 2;
     }
-    let Some(nparams) = rd16(b, p) else { return vec![] };
+    let Some(nparams) = rd16(b, p) else {
+        return vec![];
+    };
     p += 2;
     let mut out = Vec::new();
     for i in 0..nparams.max(0) as usize {
-        let Some(len) = b.get(p..p + 4).map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]])) else { break };
+        let Some(len) = b
+            .get(p..p + 4)
+            .map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        else {
+            break;
+        };
         p += 4;
         if len < 0 {
             out.push("NULL".into());
             continue;
         }
-        let Some(v) = b.get(p..p + len as usize) else { break };
+        let Some(v) = b.get(p..p + len as usize) else {
+            break;
+        };
         p += len as usize;
         let fmt = match formats.len() {
             0 => 0,
@@ -496,7 +557,10 @@ fn bind_params(b: &[u8]) -> Vec<String> {
         if fmt == 0 {
             out.push(format!("'{}'", String::from_utf8_lossy(v)));
         } else {
-            out.push(format!("\\x{}", v.iter().map(|c| format!("{c:02x}")).collect::<String>()));
+            out.push(format!(
+                "\\x{}",
+                v.iter().map(|c| format!("{c:02x}")).collect::<String>()
+            ));
         }
     }
     out

@@ -94,7 +94,9 @@ pub fn reload(shared: &server::Shared, path: &std::path::Path) {
         shadow_reads: Some(fresh.shadow_reads),
     };
     match admin::apply_live(shared, &live) {
-        Ok(()) => tracing::info!(mode = ?fresh.mode, shadow_reads = fresh.shadow_reads, "reload applied"),
+        Ok(()) => {
+            tracing::info!(mode = ?fresh.mode, shadow_reads = fresh.shadow_reads, "reload applied")
+        }
         Err(e) => tracing::error!(error = %e, "reload refused"),
     }
 }

@@ -120,9 +120,14 @@ fn main() -> ExitCode {
     // cross-thread wake-ups that otherwise dominate the proxy's CPU time (see bench/proxy.sh).
     let threads = cli.threads.unwrap_or(1);
     let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
     };
     match runtime {
         Ok(rt) => rt.block_on(real_main(cli)),
@@ -160,7 +165,9 @@ async fn real_main(cli: Cli) -> ExitCode {
             let shared = proxy.shared();
             tokio::spawn(async move {
                 use tokio::signal::unix::{signal, SignalKind};
-                let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    return;
+                };
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading {}", config.display());
                     dualwrite_proxy::reload(&shared, &config);
@@ -171,20 +178,31 @@ async fn real_main(cli: Cli) -> ExitCode {
         }
         Command::Journal { action } => journal(action).await,
         Command::Status { config } => admin_call(&config, "GET", "/status", None).await,
-        Command::Cutover { config, to, timeout, force } => {
+        Command::Cutover {
+            config,
+            to,
+            timeout,
+            force,
+        } => {
             let to = match to {
                 SideArg::Source => "source",
                 SideArg::Target => "target",
             };
-            let body = serde_json::json!({ "to": to, "timeout": timeout, "force": force }).to_string();
+            let body =
+                serde_json::json!({ "to": to, "timeout": timeout, "force": force }).to_string();
             admin_call(&config, "POST", "/cutover", Some(body)).await
         }
-        Command::Set { config, mode, shadow_reads } => {
+        Command::Set {
+            config,
+            mode,
+            shadow_reads,
+        } => {
             let mode = mode.map(|m| match m {
                 ModeArg::PrimaryOnly => "primary-only",
                 ModeArg::DualWrite => "dual-write",
             });
-            let body = serde_json::json!({ "mode": mode, "shadow_reads": shadow_reads }).to_string();
+            let body =
+                serde_json::json!({ "mode": mode, "shadow_reads": shadow_reads }).to_string();
             admin_call(&config, "POST", "/config", Some(body)).await
         }
         Command::Check { config } => {
@@ -222,38 +240,54 @@ async fn journal(action: JournalAction) -> ExitCode {
         }
     };
     match action {
-        JournalAction::Show { json, .. } => match dualwrite_proxy::journal::read_records(&settings.journal_dir) {
-            Ok((records, report)) => {
-                let applied = dualwrite_proxy::replay::applied(&settings.journal_dir);
-                if json {
-                    let out: Vec<_> = records
-                        .iter()
-                        .map(|r| {
-                            let mut v = serde_json::to_value(r).unwrap_or_default();
-                            v["statements"] = serde_json::json!(dualwrite_proxy::journal::describe(&r.messages));
-                            v["applied"] = serde_json::json!(r.kind == dualwrite_proxy::journal::RecordKind::Missed && r.seq <= applied);
-                            v
-                        })
-                        .collect();
-                    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-                } else {
-                    println!("{}", dualwrite_proxy::journal::render(&records, applied));
-                    if report.torn_tail_bytes > 0 {
-                        println!("(a torn last record of {} bytes is ignored)", report.torn_tail_bytes);
+        JournalAction::Show { json, .. } => {
+            match dualwrite_proxy::journal::read_records(&settings.journal_dir) {
+                Ok((records, report)) => {
+                    let applied = dualwrite_proxy::replay::applied(&settings.journal_dir);
+                    if json {
+                        let out: Vec<_> = records
+                            .iter()
+                            .map(|r| {
+                                let mut v = serde_json::to_value(r).unwrap_or_default();
+                                v["statements"] = serde_json::json!(
+                                    dualwrite_proxy::journal::describe(&r.messages)
+                                );
+                                v["applied"] = serde_json::json!(
+                                    r.kind == dualwrite_proxy::journal::RecordKind::Missed
+                                        && r.seq <= applied
+                                );
+                                v
+                            })
+                            .collect();
+                        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                    } else {
+                        println!("{}", dualwrite_proxy::journal::render(&records, applied));
+                        if report.torn_tail_bytes > 0 {
+                            println!(
+                                "(a torn last record of {} bytes is ignored)",
+                                report.torn_tail_bytes
+                            );
+                        }
                     }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         JournalAction::Replay { .. } => {
             let result = dualwrite_proxy::replay::replay(&settings, &mut |ev| match ev {
-                dualwrite_proxy::replay::ReplayEvent::Applied { seq, statements } => println!("applied  record {seq} ({statements} statement(s))"),
-                dualwrite_proxy::replay::ReplayEvent::AlreadyApplied { seq } => println!("skipped  record {seq} (already applied)"),
-                dualwrite_proxy::replay::ReplayEvent::Divergence { seq, error } => println!("listed   record {seq}: divergence, not replayed: {error}"),
+                dualwrite_proxy::replay::ReplayEvent::Applied { seq, statements } => {
+                    println!("applied  record {seq} ({statements} statement(s))")
+                }
+                dualwrite_proxy::replay::ReplayEvent::AlreadyApplied { seq } => {
+                    println!("skipped  record {seq} (already applied)")
+                }
+                dualwrite_proxy::replay::ReplayEvent::Divergence { seq, error } => {
+                    println!("listed   record {seq}: divergence, not replayed: {error}")
+                }
             })
             .await;
             match result {
@@ -286,7 +320,12 @@ fn admin_addr(config: &std::path::Path) -> Result<std::net::SocketAddr, String> 
 }
 
 /// Call the admin API and print the body; exit 0 on 2xx, 1 otherwise, 2 when unreachable.
-async fn admin_call(config: &std::path::Path, method: &str, path: &str, body: Option<String>) -> ExitCode {
+async fn admin_call(
+    config: &std::path::Path,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> ExitCode {
     let addr = match admin_addr(config) {
         Ok(a) => a,
         Err(e) => {

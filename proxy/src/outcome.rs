@@ -27,7 +27,9 @@ impl StatementResult {
     /// A short text for logs and divergence records.
     pub fn describe(&self) -> String {
         match &self.kind {
-            ResultKind::Tag(t) if self.rows > 0 => format!("{t} (returned rows digest {:016x})", self.digest),
+            ResultKind::Tag(t) if self.rows > 0 => {
+                format!("{t} (returned rows digest {:016x})", self.digest)
+            }
             ResultKind::Tag(t) => t.clone(),
             ResultKind::Empty => "empty query".into(),
             ResultKind::Suspended => "portal suspended".into(),
@@ -72,8 +74,10 @@ pub struct Collector {
 
 /// Backend message tags an outcome needs to see whole.
 pub fn wanted(tag: u8, with_rows: bool) -> bool {
-    matches!(tag, b::READY_FOR_QUERY | b::ERROR_RESPONSE | b::COMMAND_COMPLETE | b'I' | b's' | b'G')
-        || (with_rows && tag == b'D')
+    matches!(
+        tag,
+        b::READY_FOR_QUERY | b::ERROR_RESPONSE | b::COMMAND_COMPLETE | b'I' | b's' | b'G'
+    ) || (with_rows && tag == b'D')
 }
 
 impl Collector {
@@ -105,7 +109,9 @@ impl Collector {
             }
             b::COMMAND_COMPLETE => {
                 let end = body.iter().position(|c| *c == 0).unwrap_or(body.len());
-                self.close(ResultKind::Tag(String::from_utf8_lossy(&body[..end]).into_owned()));
+                self.close(ResultKind::Tag(
+                    String::from_utf8_lossy(&body[..end]).into_owned(),
+                ));
             }
             b'I' => self.close(ResultKind::Empty),
             b's' => self.close(ResultKind::Suspended),

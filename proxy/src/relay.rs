@@ -17,12 +17,12 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use crate::copytrack::CopyTracker;
 use crate::outcome::{self, Collector};
 use crate::protocol::{self, backend as b, frontend as f, FrameError, Scanner};
 use crate::secondary::Secondary;
 use crate::server::Shared;
 use crate::tls::{Reader, Writer};
-use crate::copytrack::CopyTracker;
 use crate::unit::{Builder, Item};
 
 /// Read size for each direction.
@@ -129,7 +129,11 @@ impl Flow {
     }
 
     fn dual_pending(&self) -> bool {
-        self.queue.lock().expect("lock poisoned").iter().any(|p| p.dual)
+        self.queue
+            .lock()
+            .expect("lock poisoned")
+            .iter()
+            .any(|p| p.dual)
     }
 }
 
@@ -150,14 +154,32 @@ pub async fn run(
         backend_reader,
         backend_writer,
     } = ends;
-    let up = client_to_backend(client_reader, backend_writer, client_buf, builder, flow, shared, secondary);
-    let down = backend_to_client(backend_reader, client_writer, backend_buf, flow, shared, secondary);
+    let up = client_to_backend(
+        client_reader,
+        backend_writer,
+        client_buf,
+        builder,
+        flow,
+        shared,
+        secondary,
+    );
+    let down = backend_to_client(
+        backend_reader,
+        client_writer,
+        backend_buf,
+        flow,
+        shared,
+        secondary,
+    );
     tokio::pin!(up, down);
     let end = tokio::select! {
         end = &mut up => end,
         end = &mut down => return end,
     };
-    if matches!(end, End::ClientGone | End::Terminated) && secondary.is_some() && flow.dual_pending() {
+    if matches!(end, End::ClientGone | End::Terminated)
+        && secondary.is_some()
+        && flow.dual_pending()
+    {
         // Writes already sent to the primary: learn their outcome before closing, so the
         // secondary applies (or skips) them exactly as the primary did.
         flow.client_gone.store(true, Ordering::Release);
@@ -272,11 +294,14 @@ async fn client_to_backend(
                         _ => {}
                     }
                     if secondary.is_none() {
-                        flow.queue.lock().expect("lock poisoned").push_back(Pending {
-                            sent: Instant::now(),
-                            dual: false,
-                            maybe_ignored: sync_ignored,
-                        });
+                        flow.queue
+                            .lock()
+                            .expect("lock poisoned")
+                            .push_back(Pending {
+                                sent: Instant::now(),
+                                dual: false,
+                                maybe_ignored: sync_ignored,
+                            });
                     }
                     flow.pending.fetch_add(1, Ordering::AcqRel);
                 }
@@ -304,17 +329,22 @@ async fn client_to_backend(
                     let frame = chunk.slice(start..start + len);
                     let before = items.len();
                     let boundary = builder.push(tag, &frame, &mut items);
-                    dual_since_boundary |= items[before..].iter().any(|i| matches!(i, Item::Unit(_)));
+                    dual_since_boundary |=
+                        items[before..].iter().any(|i| matches!(i, Item::Unit(_)));
                     if boundary {
-                        let maybe_ignored = tag == f::SYNC && ignored_syncs.get(sync_index).copied().unwrap_or(false);
+                        let maybe_ignored = tag == f::SYNC
+                            && ignored_syncs.get(sync_index).copied().unwrap_or(false);
                         if tag == f::SYNC {
                             sync_index += 1;
                         }
-                        flow.queue.lock().expect("lock poisoned").push_back(Pending {
-                            sent: Instant::now(),
-                            dual: dual_since_boundary,
-                            maybe_ignored,
-                        });
+                        flow.queue
+                            .lock()
+                            .expect("lock poisoned")
+                            .push_back(Pending {
+                                sent: Instant::now(),
+                                dual: dual_since_boundary,
+                                maybe_ignored,
+                            });
                         m.routed(dual_since_boundary);
                         dual_since_boundary = false;
                     }
@@ -353,7 +383,13 @@ async fn backend_to_client(
     collector.begin(status);
     // Whether the unit being answered is dual-written (its returned rows are digested).
     let with_rows = Cell::new(false);
-    let front_is_dual = || flow.queue.lock().expect("lock poisoned").front().is_some_and(|p| p.dual);
+    let front_is_dual = || {
+        flow.queue
+            .lock()
+            .expect("lock poisoned")
+            .front()
+            .is_some_and(|p| p.dual)
+    };
     with_rows.set(secondary.is_some() && front_is_dual());
     // The server entered copy-in mode for the unit being answered.
     let mut copy_started = false;
@@ -449,7 +485,11 @@ async fn backend_to_client(
             // State changes only once the client has the bytes, so a drain that sees the
             // session idle cannot cut off a reply.
             flow.tx_status.store(status, Ordering::Release);
-            let _ = flow.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| Some(p.saturating_sub(ready)));
+            let _ = flow
+                .pending
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                    Some(p.saturating_sub(ready))
+                });
             if flow.draining.load(Ordering::Acquire) {
                 flow.idle.notify_one();
             }

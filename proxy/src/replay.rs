@@ -44,7 +44,12 @@ pub enum ReplayError {
     #[error("cannot prepare the applied-marker table on the {side}: {reason}")]
     Marker { side: &'static str, reason: String },
     #[error("record {seq} ({user}@{database}): {reason}")]
-    Connect { seq: u64, user: String, database: String, reason: String },
+    Connect {
+        seq: u64,
+        user: String,
+        database: String,
+        reason: String,
+    },
     #[error("replay stopped at record {seq} ({user}@{database}): {code} {message}; {remaining} record(s) not applied")]
     Failed {
         seq: u64,
@@ -84,7 +89,12 @@ fn answers(messages: &[u8]) -> usize {
     let mut n = 0;
     let mut pos = 0;
     while pos + 5 <= messages.len() {
-        let len = u32::from_be_bytes([messages[pos + 1], messages[pos + 2], messages[pos + 3], messages[pos + 4]]) as usize;
+        let len = u32::from_be_bytes([
+            messages[pos + 1],
+            messages[pos + 2],
+            messages[pos + 3],
+            messages[pos + 4],
+        ]) as usize;
         if matches!(messages[pos], f::QUERY | f::SYNC) {
             n += 1;
         }
@@ -94,15 +104,24 @@ fn answers(messages: &[u8]) -> usize {
 }
 
 /// Send and read `answers` ReadyForQuery; the first error (SQLSTATE, message), if any.
-async fn run(conn: &mut Conn, out: &[u8], answers: usize) -> Result<Option<(String, String)>, String> {
-    conn.writer.write_all(out).await.map_err(|e| e.to_string())?;
+async fn run(
+    conn: &mut Conn,
+    out: &[u8],
+    answers: usize,
+) -> Result<Option<(String, String)>, String> {
+    conn.writer
+        .write_all(out)
+        .await
+        .map_err(|e| e.to_string())?;
     conn.writer.flush().await.map_err(|e| e.to_string())?;
     let mut first_error = None;
     for _ in 0..answers {
         let mut c = Collector::default();
         c.begin(b'I');
         loop {
-            let (tag, body) = read_message(&mut conn.reader, &mut conn.buf, 1 << 30).await.map_err(|e| e.to_string())?;
+            let (tag, body) = read_message(&mut conn.reader, &mut conn.buf, 1 << 30)
+                .await
+                .map_err(|e| e.to_string())?;
             if let Some(o) = c.message(tag, &body) {
                 if first_error.is_none() {
                     first_error = o.error().map(|(c, m)| (c.to_string(), m.to_string()));
@@ -114,24 +133,44 @@ async fn run(conn: &mut Conn, out: &[u8], answers: usize) -> Result<Option<(Stri
     Ok(first_error)
 }
 
-fn password(settings: &Settings, backend: &Backend, user: &str) -> Option<dualwrite_common::Secret> {
+fn password(
+    settings: &Settings,
+    backend: &Backend,
+    user: &str,
+) -> Option<dualwrite_common::Secret> {
     settings
         .users
         .get(user)
         .and_then(|u| u.backend_password(backend.side).cloned())
-        .or_else(|| (backend.url.user == user).then(|| backend.url.password.clone()).flatten())
+        .or_else(|| {
+            (backend.url.user == user)
+                .then(|| backend.url.password.clone())
+                .flatten()
+        })
 }
 
 /// Replay every unapplied `Missed` record to the secondary, in order.
-pub async fn replay(settings: &Settings, report: &mut (dyn FnMut(ReplayEvent) + Send)) -> Result<ReplaySummary, ReplayError> {
-    let backend = settings.secondary_backend().ok_or(ReplayError::NoSecondary)?.clone();
+pub async fn replay(
+    settings: &Settings,
+    report: &mut (dyn FnMut(ReplayEvent) + Send),
+) -> Result<ReplaySummary, ReplayError> {
+    let backend = settings
+        .secondary_backend()
+        .ok_or(ReplayError::NoSecondary)?
+        .clone();
     let dir = &settings.journal_dir;
     let (records, _) = journal::read_records(dir)?;
     let mut summary = ReplaySummary::default();
-    let missed: Vec<&Record> = records.iter().filter(|r| r.kind == RecordKind::Missed).collect();
+    let missed: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Missed)
+        .collect();
     for r in records.iter().filter(|r| r.kind == RecordKind::Divergence) {
         summary.divergences_listed += 1;
-        report(ReplayEvent::Divergence { seq: r.seq, error: r.error.clone() });
+        report(ReplayEvent::Divergence {
+            seq: r.seq,
+            error: r.error.clone(),
+        });
     }
     if missed.is_empty() {
         return Ok(summary);
@@ -139,15 +178,27 @@ pub async fn replay(settings: &Settings, report: &mut (dyn FnMut(ReplayEvent) + 
     let id = journal::journal_id(dir)?;
     let admin = dualwrite_common::connect(&backend.url, "dualwrite-proxy replay")
         .await
-        .map_err(|e| ReplayError::Marker { side: backend.side.name(), reason: e.to_string() })?;
+        .map_err(|e| ReplayError::Marker {
+            side: backend.side.name(),
+            reason: e.to_string(),
+        })?;
     admin
         .batch_execute(MARKER_SQL)
         .await
-        .map_err(|e| ReplayError::Marker { side: backend.side.name(), reason: e.to_string() })?;
+        .map_err(|e| ReplayError::Marker {
+            side: backend.side.name(),
+            reason: e.to_string(),
+        })?;
     let done: std::collections::HashSet<i64> = admin
-        .query("SELECT seq FROM _dualwrite.journal_applied WHERE journal_id = $1", &[&id])
+        .query(
+            "SELECT seq FROM _dualwrite.journal_applied WHERE journal_id = $1",
+            &[&id],
+        )
         .await
-        .map_err(|e| ReplayError::Marker { side: backend.side.name(), reason: e.to_string() })?
+        .map_err(|e| ReplayError::Marker {
+            side: backend.side.name(),
+            reason: e.to_string(),
+        })?
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -160,10 +211,29 @@ pub async fn replay(settings: &Settings, report: &mut (dyn FnMut(ReplayEvent) + 
         }
         let key = (r.user.clone(), r.database.clone());
         if !conns.contains_key(&key) {
-            let c = backend::connect(&backend, &r.user, &r.database, password(settings, &backend, &r.user).as_ref(), &[], settings.connect_timeout)
-                .await
-                .map_err(|e| ReplayError::Connect { seq: r.seq, user: r.user.clone(), database: r.database.clone(), reason: e.to_string() })?;
-            conns.insert(key.clone(), Conn { reader: c.reader, writer: c.writer, buf: c.leftover });
+            let c = backend::connect(
+                &backend,
+                &r.user,
+                &r.database,
+                password(settings, &backend, &r.user).as_ref(),
+                &[],
+                settings.connect_timeout,
+            )
+            .await
+            .map_err(|e| ReplayError::Connect {
+                seq: r.seq,
+                user: r.user.clone(),
+                database: r.database.clone(),
+                reason: e.to_string(),
+            })?;
+            conns.insert(
+                key.clone(),
+                Conn {
+                    reader: c.reader,
+                    writer: c.writer,
+                    buf: c.leftover,
+                },
+            );
         }
         let conn = conns.get_mut(&key).expect("inserted above");
         let lost = |reason: String| ReplayError::Lost { seq: r.seq, reason };
@@ -182,7 +252,10 @@ pub async fn replay(settings: &Settings, report: &mut (dyn FnMut(ReplayEvent) + 
         for stmt in &r.prelude {
             prelude.extend_from_slice(&query(stmt));
         }
-        if let Some(e) = run(conn, &prelude, 1 + r.prelude.len()).await.map_err(lost)? {
+        if let Some(e) = run(conn, &prelude, 1 + r.prelude.len())
+            .await
+            .map_err(lost)?
+        {
             return Err(fail(e));
         }
         let marker = format!(
@@ -207,13 +280,20 @@ pub async fn replay(settings: &Settings, report: &mut (dyn FnMut(ReplayEvent) + 
                 return Err(fail(e));
             }
         }
-        let commit = if r.wrap { query("COMMIT") } else { query(&marker) };
+        let commit = if r.wrap {
+            query("COMMIT")
+        } else {
+            query(&marker)
+        };
         if let Some(e) = run(conn, &commit, 1).await.map_err(lost)? {
             return Err(fail(e));
         }
         let _ = write_applied(dir, r.seq);
         summary.applied += 1;
-        report(ReplayEvent::Applied { seq: r.seq, statements: journal::describe(&r.messages).len() });
+        report(ReplayEvent::Applied {
+            seq: r.seq,
+            statements: journal::describe(&r.messages).len(),
+        });
     }
     for (_, mut c) in conns {
         let _ = c.writer.write_all(b"X\0\0\0\x04").await;
@@ -223,7 +303,10 @@ pub async fn replay(settings: &Settings, report: &mut (dyn FnMut(ReplayEvent) + 
 
 /// The last applied seq, for `journal show` (the target's marker table is authoritative).
 pub fn applied(dir: &std::path::Path) -> u64 {
-    std::fs::read_to_string(dir.join("applied")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    std::fs::read_to_string(dir.join("applied"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn write_applied(dir: &std::path::Path, seq: u64) -> std::io::Result<()> {

@@ -134,11 +134,21 @@ impl Secondary {
     /// Give the worker `conn` (the primary's session, which becomes the secondary's) and take
     /// its secondary session (which becomes the primary's). `statements` are the named
     /// statements `conn` has. On failure `conn` comes back with the reason.
-    pub async fn swap(&self, conn: Conn, backend: Backend, statements: HashMap<String, u64>) -> Result<(Conn, Backend), SwapError> {
+    pub async fn swap(
+        &self,
+        conn: Conn,
+        backend: Backend,
+        statements: HashMap<String, u64>,
+    ) -> Result<(Conn, Backend), SwapError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if let Err(e) = self.swaps.send(SwapRequest { conn, backend, statements, reply: tx }) {
+        if let Err(e) = self.swaps.send(SwapRequest {
+            conn,
+            backend,
+            statements,
+            reply: tx,
+        }) {
             return Err(SwapError {
-                conn: Some(e.0.conn),
+                conn: Some(Box::new(e.0.conn)),
                 reason: "the secondary worker has stopped".into(),
             });
         }
@@ -175,7 +185,7 @@ struct SwapRequest {
 
 /// A swap that did not happen; `conn` is the caller's own session back, when it still exists.
 pub struct SwapError {
-    pub conn: Option<Conn>,
+    pub conn: Option<Box<Conn>>,
     pub reason: String,
 }
 
@@ -222,7 +232,11 @@ enum Action {
 }
 
 impl Worker {
-    async fn run(mut self, mut items: mpsc::UnboundedReceiver<Queued>, mut swaps: mpsc::UnboundedReceiver<SwapRequest>) {
+    async fn run(
+        mut self,
+        mut items: mpsc::UnboundedReceiver<Queued>,
+        mut swaps: mpsc::UnboundedReceiver<SwapRequest>,
+    ) {
         loop {
             let q = tokio::select! {
                 biased;
@@ -258,7 +272,8 @@ impl Worker {
                     }
                 },
             }
-            self.queued_bytes.fetch_sub(q.bytes as u64, Ordering::Relaxed);
+            self.queued_bytes
+                .fetch_sub(q.bytes as u64, Ordering::Relaxed);
             self.shared.dual.queue_done();
             metrics::gauge!("dualwrite_secondary_lag_bytes").decrement(q.bytes as f64);
         }
@@ -283,7 +298,7 @@ impl Worker {
             None => {
                 let reason = format!("the {} is unreachable", self.backend.side.name());
                 let _ = req.reply.send(Err(SwapError {
-                    conn: Some(req.conn),
+                    conn: Some(Box::new(req.conn)),
                     reason,
                 }));
             }
@@ -307,8 +322,21 @@ impl Worker {
             .users
             .get(&self.info.user)
             .and_then(|u| u.backend_password(self.backend.side).cloned())
-            .or_else(|| (self.backend.url.user == self.info.user).then(|| self.backend.url.password.clone()).flatten());
-        match backend::connect(&self.backend, &self.info.user, &self.info.database, password.as_ref(), &self.info.params, settings.connect_timeout).await {
+            .or_else(|| {
+                (self.backend.url.user == self.info.user)
+                    .then(|| self.backend.url.password.clone())
+                    .flatten()
+            });
+        match backend::connect(
+            &self.backend,
+            &self.info.user,
+            &self.info.database,
+            password.as_ref(),
+            &self.info.params,
+            settings.connect_timeout,
+        )
+        .await
+        {
             Ok(c) => {
                 let mut conn = Conn {
                     reader: c.reader,
@@ -342,7 +370,8 @@ impl Worker {
 
     fn lost(&mut self, why: &str) {
         warn!(error = why, "secondary session lost");
-        metrics::counter!("dualwrite_secondary_failures_total", "kind" => "connection").increment(1);
+        metrics::counter!("dualwrite_secondary_failures_total", "kind" => "connection")
+            .increment(1);
         self.conn = None;
         self.statements.clear();
         self.sec_status = b'I';
@@ -397,7 +426,10 @@ impl Worker {
                             if let Some((code, message)) = sec.error() {
                                 let reason = format!("{code} {message}");
                                 metrics::counter!("dualwrite_secondary_failures_total", "kind" => "error").increment(1);
-                                self.shared.dual.secondary_failures.fetch_add(1, Ordering::Relaxed);
+                                self.shared
+                                    .dual
+                                    .secondary_failures
+                                    .fetch_add(1, Ordering::Relaxed);
                                 info!(error = %reason, statement = %u.text, "secondary failed a statement the primary applied");
                                 if in_txn {
                                     self.txn_failed = Some(reason);
@@ -499,7 +531,10 @@ impl Worker {
                 }
             }
         }
-        let conn = self.conn.as_mut().ok_or_else(|| Lost("not connected".into()))?;
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Lost("not connected".into()))?;
         let outcome = roundtrip(conn, &out).await?;
         self.sec_status = outcome.status_after;
         if outcome.error().is_some() {
@@ -514,7 +549,10 @@ impl Worker {
             }
             if !close.is_empty() {
                 protocol::frontend_message(&mut close, f::SYNC, &[]);
-                let conn = self.conn.as_mut().ok_or_else(|| Lost("not connected".into()))?;
+                let conn = self
+                    .conn
+                    .as_mut()
+                    .ok_or_else(|| Lost("not connected".into()))?;
                 self.sec_status = roundtrip(conn, &close).await?.status_after;
             }
             self.statements.remove("");
@@ -532,7 +570,11 @@ impl Worker {
                 metrics::counter!("dualwrite_divergences_total").increment(1);
                 let (pd, sd) = (p.describe(), s.describe());
                 warn!(primary = %pd, secondary = %sd, statement = %u.text, "write divergence");
-                let record = self.record(RecordKind::Divergence, std::slice::from_ref(u), "results differ");
+                let record = self.record(
+                    RecordKind::Divergence,
+                    std::slice::from_ref(u),
+                    "results differ",
+                );
                 let record = Record {
                     primary_result: Some(pd),
                     secondary_result: Some(sd),
@@ -548,7 +590,8 @@ impl Worker {
             return;
         }
         for func in &u.nondeterministic {
-            metrics::counter!("dualwrite_nondeterministic_statements_total", "function" => *func).increment(1);
+            metrics::counter!("dualwrite_nondeterministic_statements_total", "function" => *func)
+                .increment(1);
         }
         if self.shared.dual.first_sighting(&u.text) {
             warn!(functions = ?u.nondeterministic, statement = %u.text,
@@ -559,7 +602,11 @@ impl Worker {
     /// A unit whose primary answer never came (the primary connection ended first): it may or
     /// may not have been applied there, so it is reported, not replayed.
     async fn outcome_unknown(&mut self, u: &Unit) {
-        let record = self.record(RecordKind::Divergence, std::slice::from_ref(u), "the primary's answer was lost (connection ended); not replayed");
+        let record = self.record(
+            RecordKind::Divergence,
+            std::slice::from_ref(u),
+            "the primary's answer was lost (connection ended); not replayed",
+        );
         self.append(record).await;
     }
 
@@ -647,7 +694,8 @@ impl Worker {
     }
 
     async fn copy_start(&mut self, u: Unit) {
-        let extended = !matches!(u.steps.first(), Some(Step::Raw(b)) if b.first() == Some(&f::QUERY));
+        let extended =
+            !matches!(u.steps.first(), Some(Step::Raw(b)) if b.first() == Some(&f::QUERY));
         let live = self.txn_failed.is_none() && self.live(true).await;
         let mut state = CopyState {
             unit: u,
@@ -662,13 +710,22 @@ impl Worker {
             for step in &state.unit.steps {
                 match step {
                     Step::Raw(b) => out.extend_from_slice(b),
-                    Step::Parse { statement, generation, parse } => {
+                    Step::Parse {
+                        statement,
+                        generation,
+                        parse,
+                    } => {
                         if self.statements.get(statement) != Some(generation) {
                             out.extend_from_slice(parse);
                             self.statements.insert(statement.clone(), *generation);
                         }
                     }
-                    Step::Bind { statement, generation, parse, bind } => {
+                    Step::Bind {
+                        statement,
+                        generation,
+                        parse,
+                        bind,
+                    } => {
                         if self.statements.get(statement) != Some(generation) {
                             out.extend_from_slice(parse);
                             self.statements.insert(statement.clone(), *generation);
@@ -682,11 +739,16 @@ impl Worker {
             }
             let conn = self.conn.as_mut().expect("live() checked the connection");
             let started = async {
-                conn.writer.write_all(&out).await.map_err(|e| Lost(e.to_string()))?;
+                conn.writer
+                    .write_all(&out)
+                    .await
+                    .map_err(|e| Lost(e.to_string()))?;
                 let mut c = Collector::default();
                 c.begin(b'I');
                 loop {
-                    let (tag, body) = read_message(&mut conn.reader, &mut conn.buf, 1 << 30).await.map_err(|e| Lost(e.to_string()))?;
+                    let (tag, body) = read_message(&mut conn.reader, &mut conn.buf, 1 << 30)
+                        .await
+                        .map_err(|e| Lost(e.to_string()))?;
                     if tag == b'G' {
                         return Ok(None);
                     }
@@ -697,7 +759,10 @@ impl Worker {
                         // The error ends the batch; ask for its ReadyForQuery.
                         let mut s = BytesMut::new();
                         protocol::frontend_message(&mut s, f::SYNC, &[]);
-                        conn.writer.write_all(&s).await.map_err(|e| Lost(e.to_string()))?;
+                        conn.writer
+                            .write_all(&s)
+                            .await
+                            .map_err(|e| Lost(e.to_string()))?;
                     }
                 }
             };
@@ -705,7 +770,11 @@ impl Worker {
                 Ok(None) => state.live = true,
                 Ok(Some(o)) => {
                     self.sec_status = o.status_after;
-                    state.failure = Some(o.error().map(|(c, m)| format!("{c} {m}")).unwrap_or_else(|| "COPY did not start".into()));
+                    state.failure = Some(
+                        o.error()
+                            .map(|(c, m)| format!("{c} {m}"))
+                            .unwrap_or_else(|| "COPY did not start".into()),
+                    );
                 }
                 Err(Lost(why)) => {
                     self.lost(&why);
@@ -717,7 +786,9 @@ impl Worker {
     }
 
     async fn copy_data(&mut self, d: Bytes) {
-        let Some(state) = self.copy.as_mut() else { return };
+        let Some(state) = self.copy.as_mut() else {
+            return;
+        };
         if state.data_bytes <= COPY_JOURNAL_LIMIT {
             state.data_bytes += d.len();
             state.data.push(d.clone());
@@ -734,7 +805,9 @@ impl Worker {
     }
 
     async fn copy_end(&mut self, end: Bytes, o: Outcome) {
-        let Some(mut state) = self.copy.take() else { return };
+        let Some(mut state) = self.copy.take() else {
+            return;
+        };
         let primary_ok = o.error().is_none();
         let before = o.status_before;
         let after = o.status_after;
@@ -775,7 +848,8 @@ impl Worker {
         }
         if primary_ok {
             if let Some(reason) = state.failure.take() {
-                metrics::counter!("dualwrite_secondary_failures_total", "kind" => "copy").increment(1);
+                metrics::counter!("dualwrite_secondary_failures_total", "kind" => "copy")
+                    .increment(1);
                 let mut unit = state.unit.clone();
                 if state.data_bytes <= COPY_JOURNAL_LIMIT {
                     for d in state.data.drain(..) {
@@ -821,14 +895,16 @@ impl Worker {
 /// Append to the journal; a failure to record is logged loudly, never hidden.
 async fn append(shared: Arc<Shared>, record: Record) {
     match &shared.journal {
-            Some(j) => {
-                if let Err(e) = j.append(record).await {
-                    tracing::error!(error = %e, "JOURNAL WRITE FAILED: a write the secondary missed could not be recorded");
-                    metrics::counter!("dualwrite_errors_total", "kind" => "journal").increment(1);
-                }
+        Some(j) => {
+            if let Err(e) = j.append(record).await {
+                tracing::error!(error = %e, "JOURNAL WRITE FAILED: a write the secondary missed could not be recorded");
+                metrics::counter!("dualwrite_errors_total", "kind" => "journal").increment(1);
             }
-            None => tracing::error!("no journal open: a write the secondary missed could not be recorded"),
         }
+        None => {
+            tracing::error!("no journal open: a write the secondary missed could not be recorded")
+        }
+    }
 }
 
 fn query_text(q: &[u8]) -> String {
@@ -839,7 +915,10 @@ fn query_text(q: &[u8]) -> String {
 
 /// Write `out` and read the answer up to ReadyForQuery.
 async fn roundtrip(conn: &mut Conn, out: &[u8]) -> Result<Outcome, Lost> {
-    conn.writer.write_all(out).await.map_err(|e| Lost(e.to_string()))?;
+    conn.writer
+        .write_all(out)
+        .await
+        .map_err(|e| Lost(e.to_string()))?;
     conn.writer.flush().await.map_err(|e| Lost(e.to_string()))?;
     let mut c = Collector::default();
     c.begin(b'I');
@@ -852,4 +931,3 @@ async fn roundtrip(conn: &mut Conn, out: &[u8]) -> Result<Outcome, Lost> {
         }
     }
 }
-

@@ -88,7 +88,10 @@ pub struct Proxy {
 impl Proxy {
     pub async fn bind(mut settings: Settings) -> Result<Proxy, ServeError> {
         // A persisted state (an earlier run's cutover or live change) wins over the file.
-        let persisted = settings.target.as_ref().and_then(|_| crate::state::load(&settings.journal_dir));
+        let persisted = settings
+            .target
+            .as_ref()
+            .and_then(|_| crate::state::load(&settings.journal_dir));
         let state_from = match &persisted {
             Some(state) => {
                 info!(mode = ?state.mode, primary = state.primary.name(), saved_at = %state.saved_at,
@@ -235,7 +238,11 @@ async fn reattach(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        metrics::gauge!("dualwrite_secondary_attached").set(if shared.dual.attached() { 1.0 } else { 0.0 });
+        metrics::gauge!("dualwrite_secondary_attached").set(if shared.dual.attached() {
+            1.0
+        } else {
+            0.0
+        });
         if shared.dual.attached() {
             wait = shared.settings().reconnect_backoff;
             continue;
@@ -251,7 +258,10 @@ async fn reattach(shared: Arc<Shared>, shutdown: CancellationToken) {
                         wait = settings.reconnect_backoff;
                         continue;
                     }
-                    Ok(summary) => warn!(remaining = summary.remaining, "journal not yet replayed to its end"),
+                    Ok(summary) => warn!(
+                        remaining = summary.remaining,
+                        "journal not yet replayed to its end"
+                    ),
                     Err(e) => warn!(error = %e, "journal replay stopped"),
                 }
             }

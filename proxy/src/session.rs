@@ -280,7 +280,11 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
                 id,
                 user: user.clone(),
                 database: database.clone(),
-                params: params.iter().filter(|(k, _)| k != "user" && k != "database").cloned().collect(),
+                params: params
+                    .iter()
+                    .filter(|(k, _)| k != "user" && k != "database")
+                    .cloned()
+                    .collect(),
             },
         )),
         _ => None,
@@ -296,7 +300,8 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
     let mut client_buf = buf;
     let mut builder = crate::unit::Builder::default();
     let flow = relay::Flow::default();
-    flow.epoch.store(shared.gate.epoch(), std::sync::atomic::Ordering::Release);
+    flow.epoch
+        .store(shared.gate.epoch(), std::sync::atomic::Ordering::Release);
     let end = loop {
         let end = relay::run(
             relay::Ends {
@@ -319,24 +324,37 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         // Adopt changed settings at this idle point: swap backends after a cutover, start or
         // stop the secondary after a live mode change.
         let settings = shared.settings();
-        flow.epoch.store(shared.gate.epoch(), std::sync::atomic::Ordering::Release);
+        flow.epoch
+            .store(shared.gate.epoch(), std::sync::atomic::Ordering::Release);
         if settings.primary != primary.side {
             let Some(sec) = secondary.as_ref() else {
                 break End::Switch("the session has no secondary to switch to".into());
             };
-            match sec.swap(current, primary.clone(), builder.named_statements()).await {
+            match sec
+                .swap(current, primary.clone(), builder.named_statements())
+                .await
+            {
                 Ok((new, old_secondary_backend)) => {
                     if let (Some(g), Some((pid, secret))) = (&cancel_guard, &new.key) {
-                        shared.cancels.retarget(g.pid, old_secondary_backend.clone(), *pid, secret.clone());
+                        shared.cancels.retarget(
+                            g.pid,
+                            old_secondary_backend.clone(),
+                            *pid,
+                            secret.clone(),
+                        );
                     }
-                    debug!(from = primary.side.name(), to = old_secondary_backend.side.name(), "session switched primary");
+                    debug!(
+                        from = primary.side.name(),
+                        to = old_secondary_backend.side.name(),
+                        "session switched primary"
+                    );
                     current = new;
                     primary = old_secondary_backend;
                 }
                 Err(e) => match e.conn {
                     Some(c) => {
                         warn!(reason = %e.reason, "session could not switch primary");
-                        current = c;
+                        current = *c;
                         break End::Switch(e.reason);
                     }
                     None => return,
@@ -353,7 +371,11 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
                         id,
                         user: user.clone(),
                         database: database.clone(),
-                        params: params.iter().filter(|(k, _)| k != "user" && k != "database").cloned().collect(),
+                        params: params
+                            .iter()
+                            .filter(|(k, _)| k != "user" && k != "database")
+                            .cloned()
+                            .collect(),
                     },
                 ));
             }

@@ -183,7 +183,9 @@ impl Builder {
                 true
             }
             f::PARSE => {
-                let Some((name, rest)) = cstr(body) else { return false };
+                let Some((name, rest)) = cstr(body) else {
+                    return false;
+                };
                 let text = text_of(rest);
                 let name = String::from_utf8_lossy(name).into_owned();
                 self.generation += 1;
@@ -212,8 +214,12 @@ impl Builder {
                 false
             }
             f::BIND => {
-                let Some((portal, rest)) = cstr(body) else { return false };
-                let Some((stmt, _)) = cstr(rest) else { return false };
+                let Some((portal, rest)) = cstr(body) else {
+                    return false;
+                };
+                let Some((stmt, _)) = cstr(rest) else {
+                    return false;
+                };
                 let portal = String::from_utf8_lossy(portal).into_owned();
                 let stmt = String::from_utf8_lossy(stmt).into_owned();
                 match self.statements.get(&stmt) {
@@ -237,7 +243,9 @@ impl Builder {
                 false
             }
             f::EXECUTE => {
-                let portal = cstr(body).map(|(p, _)| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+                let portal = cstr(body)
+                    .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+                    .unwrap_or_default();
                 let index = self.executes;
                 self.executes += 1;
                 if let Some(Some(stmt)) = self.portals.get(&portal) {
@@ -260,9 +268,13 @@ impl Builder {
             }
             f::CLOSE => {
                 if let Some((&kind, rest)) = body.split_first() {
-                    let name = cstr(rest).map(|(n, _)| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
+                    let name = cstr(rest)
+                        .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+                        .unwrap_or_default();
                     let on_secondary = if kind == b'S' {
-                        self.statements.remove(&name).is_some_and(|s| s.class.route == Route::Both)
+                        self.statements
+                            .remove(&name)
+                            .is_some_and(|s| s.class.route == Route::Both)
                     } else {
                         matches!(self.portals.remove(&name), Some(Some(_)))
                     };
@@ -320,5 +332,6 @@ impl Builder {
 }
 
 fn single_tx(class: &classify::Classification) -> Option<TxControl> {
-    (class.statements == 1 && !matches!(class.tx, TxControl::None | TxControl::Mixed)).then_some(class.tx)
+    (class.statements == 1 && !matches!(class.tx, TxControl::None | TxControl::Mixed))
+        .then_some(class.tx)
 }

@@ -64,16 +64,29 @@ impl ProxyHandle {
     pub async fn admin_post(&self, path: &str, json: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.admin.expect("admin_listen is set");
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect admin");
         let req = format!(
             "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
             json.len()
         );
-        s.write_all(req.as_bytes()).await.expect("write admin request");
+        s.write_all(req.as_bytes())
+            .await
+            .expect("write admin request");
         let mut out = String::new();
-        s.read_to_string(&mut out).await.expect("read admin response");
-        let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        s.read_to_string(&mut out)
+            .await
+            .expect("read admin response");
+        let code = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (code, body)
     }
 
@@ -212,12 +225,17 @@ impl DualWrite {
         let (sb, tb) = (crate::PgBin::source(), crate::PgBin::target());
         let handle = std::thread::spawn(move || crate::Cluster::start(&tb));
         let source = crate::Cluster::start(&sb);
-        let target = handle.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let target = handle
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
         for c in [&source, &target] {
             c.create_role(APP_USER, APP_PASSWORD, "");
             c.psql("postgres", "CREATE DATABASE app OWNER app");
         }
-        let journal_dir = tempfile::Builder::new().prefix("dwjournal-").tempdir().expect("journal temp dir");
+        let journal_dir = tempfile::Builder::new()
+            .prefix("dwjournal-")
+            .tempdir()
+            .expect("journal temp dir");
         let toml = format!(
             "{top}\nmode = \"dual-write\"\nprimary = \"source\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n\
              [auth]\nmethod = \"scram-sha-256\"\nusers = [{{ name = \"{APP_USER}\", password = \"{APP_PASSWORD}\" }}]\n\
@@ -265,7 +283,11 @@ impl DualWrite {
     pub async fn metric(&self, name: &str, filter: &str) -> f64 {
         let text = self.proxy.admin_get("/metrics").await;
         text.lines()
-            .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+            .filter(|l| {
+                l.starts_with(name)
+                    && (l.as_bytes().get(name.len()) == Some(&b'{')
+                        || l.as_bytes().get(name.len()) == Some(&b' '))
+            })
             .filter(|l| l.contains(filter))
             .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
             .sum()
@@ -284,6 +306,9 @@ impl DualWrite {
             last = (s, t);
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        panic!("source and target differ for {sql}:\nsource: {}\ntarget: {}", last.0, last.1);
+        panic!(
+            "source and target differ for {sql}:\nsource: {}\ntarget: {}",
+            last.0, last.1
+        );
     }
 }

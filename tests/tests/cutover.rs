@@ -20,15 +20,24 @@ fn pgbench_cmd(port: u16, args: &[&str]) -> Command {
 async fn cutover_there_and_back_under_pgbench() {
     let d = DualWrite::start().await;
     for port in [d.source.port, d.target.port] {
-        assert!(pgbench_cmd(port, &["-i", "-s", "1", "-q"]).status().unwrap().success());
+        assert!(pgbench_cmd(port, &["-i", "-s", "1", "-q"])
+            .status()
+            .unwrap()
+            .success());
     }
-    let load = pgbench_cmd(d.proxy.port(), &["-M", "prepared", "-c", "8", "-j", "2", "-T", "8", "-n"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let load = pgbench_cmd(
+        d.proxy.port(),
+        &["-M", "prepared", "-c", "8", "-j", "2", "-T", "8", "-n"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (code, body) = d.proxy.admin_post("/cutover", r#"{"to": "target", "timeout": "5s"}"#).await;
+    let (code, body) = d
+        .proxy
+        .admin_post("/cutover", r#"{"to": "target", "timeout": "5s"}"#)
+        .await;
     assert_eq!(code, 200, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     let pause = report["pause_ms"].as_f64().unwrap();
@@ -38,14 +47,26 @@ async fn cutover_there_and_back_under_pgbench() {
     let (code, body) = d.proxy.admin_post("/cutover", r#"{"to": "source"}"#).await;
     assert_eq!(code, 200, "{body}");
     let out = load.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "pgbench failed:\n{text}");
     assert!(text.contains("number of failed transactions: 0 "), "{text}");
     assert!(!text.contains("aborted"), "a client was dropped:\n{text}");
-    for (table, key) in [("pgbench_accounts", "aid"), ("pgbench_branches", "bid"), ("pgbench_tellers", "tid")] {
-        d.assert_same(&format!("SELECT count(*) || ' ' || md5(string_agg(t::text, '|' ORDER BY {key})) FROM {table} t")).await;
+    for (table, key) in [
+        ("pgbench_accounts", "aid"),
+        ("pgbench_branches", "bid"),
+        ("pgbench_tellers", "tid"),
+    ] {
+        d.assert_same(&format!(
+            "SELECT count(*) || ' ' || md5(string_agg(t::text, '|' ORDER BY {key})) FROM {table} t"
+        ))
+        .await;
     }
-    d.assert_same("SELECT count(*) || ' ' || sum(delta) FROM pgbench_history").await;
+    d.assert_same("SELECT count(*) || ' ' || sum(delta) FROM pgbench_history")
+        .await;
     let status = d.status().await;
     assert_eq!(status["cutovers"].as_array().unwrap().len(), 2, "{status}");
     assert_eq!(status["dual_write"]["journal"]["records"], 0, "{status}");
@@ -58,15 +79,25 @@ async fn long_transaction_aborts_the_cutover_and_traffic_goes_on() {
     let mut holder = d.client().await;
     let tx = holder.transaction().await.unwrap();
     tx.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
-    let (code, body) = d.proxy.admin_post("/cutover", r#"{"to": "target", "timeout": "500ms"}"#).await;
+    let (code, body) = d
+        .proxy
+        .admin_post("/cutover", r#"{"to": "target", "timeout": "500ms"}"#)
+        .await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("still in a transaction"), "{body}");
     assert_eq!(d.status().await["primary"], "source");
     // Traffic continues on the old primary.
     tx.commit().await.unwrap();
     let other = d.client().await;
-    other.execute("INSERT INTO t VALUES (2)", &[]).await.unwrap();
-    assert_eq!(d.assert_same("SELECT string_agg(id::text, ',' ORDER BY id) FROM t").await, "1,2");
+    other
+        .execute("INSERT INTO t VALUES (2)", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        d.assert_same("SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
+            .await,
+        "1,2"
+    );
     let status = d.status().await;
     assert_eq!(status["cutovers"][0]["outcome"], "aborted", "{status}");
 }
@@ -82,20 +113,54 @@ async fn restart_after_cutover_resumes_with_target_as_primary() {
     assert_eq!(code, 200, "{body}");
     // The statement prepared before the flip works after it (it lives on both sides).
     c.execute(&ins, &[&2i32]).await.unwrap();
-    let who: String = c.query_one("SELECT current_setting('port')", &[]).await.unwrap().get(0);
-    assert_eq!(who, d.target.port.to_string(), "reads now come from the target");
+    let who: String = c
+        .query_one("SELECT current_setting('port')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        who,
+        d.target.port.to_string(),
+        "reads now come from the target"
+    );
     drop(c);
     // A new proxy on the same journal dir starts with the target as primary.
-    let DualWrite { source, target, proxy, journal_dir, toml } = d;
+    let DualWrite {
+        source,
+        target,
+        proxy,
+        journal_dir,
+        toml,
+    } = d;
     proxy.stop().await;
     let proxy = ProxyHandle::start(&toml).await;
-    let d = DualWrite { source, target, proxy, journal_dir, toml };
+    let d = DualWrite {
+        source,
+        target,
+        proxy,
+        journal_dir,
+        toml,
+    };
     let status = d.status().await;
     assert_eq!(status["primary"], "target", "{status}");
-    assert!(status["state_from"].as_str().unwrap().starts_with("persisted"), "{status}");
+    assert!(
+        status["state_from"]
+            .as_str()
+            .unwrap()
+            .starts_with("persisted"),
+        "{status}"
+    );
     let c = d.client().await;
-    let port: String = c.query_one("SELECT current_setting('port')", &[]).await.unwrap().get(0);
+    let port: String = c
+        .query_one("SELECT current_setting('port')", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(port, d.target.port.to_string());
     c.execute("INSERT INTO t VALUES (3)", &[]).await.unwrap();
-    assert_eq!(d.assert_same("SELECT string_agg(id::text, ',' ORDER BY id) FROM t").await, "1,2,3");
+    assert_eq!(
+        d.assert_same("SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
+            .await,
+        "1,2,3"
+    );
 }

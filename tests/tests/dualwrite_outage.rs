@@ -17,7 +17,10 @@ async fn wait_attached(d: &DualWrite, want: bool) -> serde_json::Value {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("secondary_attached never became {want}: {}", d.status().await);
+    panic!(
+        "secondary_attached never became {want}: {}",
+        d.status().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,13 +39,19 @@ async fn target_outage_loses_nothing() {
         let c = d.client().await;
         let (stop, errors) = (stop.clone(), errors.clone());
         writers.push(tokio::spawn(async move {
-            let ins = c.prepare("INSERT INTO events (id, writer) VALUES ($1, $2)").await.unwrap();
+            let ins = c
+                .prepare("INSERT INTO events (id, writer) VALUES ($1, $2)")
+                .await
+                .unwrap();
             let mut i = 0i64;
             while !stop.load(Ordering::Acquire) {
                 let id = w * 1_000_000 + i;
                 let r = if i % 10 == 9 {
                     // Every tenth write in an explicit transaction.
-                    c.batch_execute(&format!("BEGIN; INSERT INTO events (id, writer) VALUES ({id}, {w}); COMMIT")).await
+                    c.batch_execute(&format!(
+                        "BEGIN; INSERT INTO events (id, writer) VALUES ({id}, {w}); COMMIT"
+                    ))
+                    .await
                 } else {
                     c.execute(&ins, &[&id, &(w as i32)]).await.map(|_| ())
                 };
@@ -60,16 +69,25 @@ async fn target_outage_loses_nothing() {
 
     d.target.stop_immediate();
     // Non-commutative updates while the target is down: order matters.
-    kv.execute("UPDATE kv SET v = 'x' WHERE k = 1", &[]).await.unwrap();
+    kv.execute("UPDATE kv SET v = 'x' WHERE k = 1", &[])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    kv.execute("UPDATE kv SET v = 'y' WHERE k = 1", &[]).await.unwrap();
+    kv.execute("UPDATE kv SET v = 'y' WHERE k = 1", &[])
+        .await
+        .unwrap();
     let status = wait_attached(&d, false).await;
-    assert!(status["dual_write"]["journal"]["missed"].as_u64().unwrap() > 0, "{status}");
+    assert!(
+        status["dual_write"]["journal"]["missed"].as_u64().unwrap() > 0,
+        "{status}"
+    );
 
     d.target.restart();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // After the target is back, one more update that must land after 'y'.
-    kv.execute("UPDATE kv SET v = 'z' WHERE k = 1", &[]).await.unwrap();
+    kv.execute("UPDATE kv SET v = 'z' WHERE k = 1", &[])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Release);
     let mut written = 0;
@@ -80,14 +98,30 @@ async fn target_outage_loses_nothing() {
     assert!(written > 100, "only {written} writes");
 
     let status = wait_attached(&d, true).await;
-    assert!(status["dual_write"]["journal"]["missed"].as_u64().unwrap() > 0, "{status}");
-    let events = d.assert_same("SELECT count(*) || ' ' || md5(string_agg(id::text, ',' ORDER BY id)) FROM events").await;
-    assert!(events.starts_with(&written.to_string()), "{events} vs {written} written");
+    assert!(
+        status["dual_write"]["journal"]["missed"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    let events = d
+        .assert_same(
+            "SELECT count(*) || ' ' || md5(string_agg(id::text, ',' ORDER BY id)) FROM events",
+        )
+        .await;
+    assert!(
+        events.starts_with(&written.to_string()),
+        "{events} vs {written} written"
+    );
     assert_eq!(d.assert_same("SELECT v FROM kv WHERE k = 1").await, "z");
 
     // Replaying again applies nothing twice.
-    let settings = dualwrite_proxy::Settings::from_toml(&format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"\"\n{}", d.toml)).unwrap();
-    let summary = dualwrite_proxy::replay::replay(&settings, &mut |_| {}).await.unwrap();
+    let settings = dualwrite_proxy::Settings::from_toml(&format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"\"\n{}",
+        d.toml
+    ))
+    .unwrap();
+    let summary = dualwrite_proxy::replay::replay(&settings, &mut |_| {})
+        .await
+        .unwrap();
     assert_eq!(summary.applied, 0, "{summary:?}");
     assert_eq!(summary.remaining, 0, "{summary:?}");
     d.assert_same("SELECT count(*) FROM events").await;

@@ -14,7 +14,11 @@ fn pgbench(port: u16, args: &[&str]) -> String {
         .arg("app")
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
     text
 }
@@ -26,12 +30,28 @@ async fn tpcb_in_all_modes_leaves_identical_tables() {
     pgbench(d.source.port, &["-i", "-s", "1", "-q"]);
     pgbench(d.target.port, &["-i", "-s", "1", "-q"]);
     for mode in ["simple", "extended", "prepared"] {
-        let text = pgbench(d.proxy.port(), &["-M", mode, "-c", "8", "-j", "2", "-t", "100", "-n"]);
-        assert!(text.contains("number of transactions actually processed: 800/800"), "{mode}:\n{text}");
-        assert!(text.contains("number of failed transactions: 0 "), "{mode}:\n{text}");
+        let text = pgbench(
+            d.proxy.port(),
+            &["-M", mode, "-c", "8", "-j", "2", "-t", "100", "-n"],
+        );
+        assert!(
+            text.contains("number of transactions actually processed: 800/800"),
+            "{mode}:\n{text}"
+        );
+        assert!(
+            text.contains("number of failed transactions: 0 "),
+            "{mode}:\n{text}"
+        );
     }
-    for (table, key) in [("pgbench_accounts", "aid"), ("pgbench_branches", "bid"), ("pgbench_tellers", "tid")] {
-        d.assert_same(&format!("SELECT count(*) || ' ' || md5(string_agg(t::text, '|' ORDER BY {key})) FROM {table} t")).await;
+    for (table, key) in [
+        ("pgbench_accounts", "aid"),
+        ("pgbench_branches", "bid"),
+        ("pgbench_tellers", "tid"),
+    ] {
+        d.assert_same(&format!(
+            "SELECT count(*) || ' ' || md5(string_agg(t::text, '|' ORDER BY {key})) FROM {table} t"
+        ))
+        .await;
     }
     // History: the same rows but for mtime, which each side takes from its own clock.
     d.assert_same("SELECT count(*) || ' ' || md5(string_agg(format('%s,%s,%s,%s', tid, bid, aid, delta), '|' ORDER BY tid, bid, aid, delta)) FROM pgbench_history").await;
@@ -43,9 +63,20 @@ async fn tpcb_in_all_modes_leaves_identical_tables() {
     };
     let (s, t) = (times(&d.source), times(&d.target));
     assert_eq!(s.len(), 2400);
-    let worst = s.iter().zip(&t).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let worst = s
+        .iter()
+        .zip(&t)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     assert!(worst < 30.0, "mtime differs by up to {worst}s");
     // The INSERT's CURRENT_TIMESTAMP was flagged as non-deterministic.
-    assert!(d.metric("dualwrite_nondeterministic_statements_total", "current_timestamp").await >= 1.0);
+    assert!(
+        d.metric(
+            "dualwrite_nondeterministic_statements_total",
+            "current_timestamp"
+        )
+        .await
+            >= 1.0
+    );
     assert_eq!(d.status().await["dual_write"]["journal"]["records"], 0);
 }

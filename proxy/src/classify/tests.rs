@@ -224,12 +224,17 @@ fn details() {
 
 #[test]
 fn never_panics_and_is_linear() {
-    let parts = ["'", "\"", "$$", "$a$", "/*", "*/", "--", "\n", ";", "(", ")", "E'", "\\", "select", "insert", "$1", "u&'", "x", " "];
+    let parts = [
+        "'", "\"", "$$", "$a$", "/*", "*/", "--", "\n", ";", "(", ")", "E'", "\\", "select",
+        "insert", "$1", "u&'", "x", " ",
+    ];
     let mut seed = 12345u64;
     for _ in 0..5000 {
         let mut s = String::new();
         for _ in 0..(seed % 20) {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             s.push_str(parts[(seed >> 33) as usize % parts.len()]);
         }
         let _ = classify(&s);

@@ -4,7 +4,11 @@ fn record(i: u64) -> Record {
     Record {
         seq: 0,
         time_micros: 0,
-        kind: if i % 5 == 0 { RecordKind::Divergence } else { RecordKind::Missed },
+        kind: if i.is_multiple_of(5) {
+            RecordKind::Divergence
+        } else {
+            RecordKind::Missed
+        },
         session: i,
         user: "app".into(),
         database: "db".into(),
@@ -21,16 +25,23 @@ fn record(i: u64) -> Record {
 #[tokio::test]
 async fn round_trip_and_seq_continues_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(dir.path(), Duration::from_millis(1)).await.unwrap();
+    let j = Journal::open(dir.path(), Duration::from_millis(1))
+        .await
+        .unwrap();
     for i in 1..=3 {
         assert_eq!(j.append(record(i)).await.unwrap(), i);
     }
     assert_eq!(j.stats().records, 3);
     drop(j);
-    let j = Journal::open(dir.path(), Duration::from_millis(1)).await.unwrap();
+    let j = Journal::open(dir.path(), Duration::from_millis(1))
+        .await
+        .unwrap();
     assert_eq!(j.append(record(4)).await.unwrap(), 4);
     let (records, report) = read_records(dir.path()).unwrap();
-    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     assert_eq!(records[1].messages, record(2).messages);
     assert_eq!(report.torn_tail_bytes, 0);
 }
@@ -38,12 +49,16 @@ async fn round_trip_and_seq_continues_after_reopen() {
 #[tokio::test]
 async fn torn_tail_at_every_offset_is_ignored_and_cut() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(dir.path(), Duration::from_millis(1)).await.unwrap();
+    let j = Journal::open(dir.path(), Duration::from_millis(1))
+        .await
+        .unwrap();
     j.append(record(1)).await.unwrap();
     j.append(record(2)).await.unwrap();
     drop(j);
     let full = std::fs::read(log_path(dir.path())).unwrap();
-    let (_, first) = parse(&full).map(|(r, _)| (r.clone(), r[0].clone())).unwrap();
+    let (_, first) = parse(&full)
+        .map(|(r, _)| (r.clone(), r[0].clone()))
+        .unwrap();
     let mut one = Vec::new();
     encode(&first, &mut one);
     for cut in one.len()..full.len() {
@@ -52,7 +67,9 @@ async fn torn_tail_at_every_offset_is_ignored_and_cut() {
         let (records, report) = read_records(d.path()).unwrap();
         assert_eq!(records.len(), 1, "cut at {cut}");
         assert_eq!(report.torn_tail_bytes as usize, cut - one.len());
-        let j = Journal::open(d.path(), Duration::from_millis(1)).await.unwrap();
+        let j = Journal::open(d.path(), Duration::from_millis(1))
+            .await
+            .unwrap();
         assert_eq!(j.append(record(3)).await.unwrap(), 2, "cut at {cut}");
     }
 }
@@ -60,7 +77,9 @@ async fn torn_tail_at_every_offset_is_ignored_and_cut() {
 #[tokio::test]
 async fn bit_flips_last_is_torn_middle_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(dir.path(), Duration::from_millis(1)).await.unwrap();
+    let j = Journal::open(dir.path(), Duration::from_millis(1))
+        .await
+        .unwrap();
     for i in 1..=3 {
         j.append(record(i)).await.unwrap();
     }
@@ -81,7 +100,9 @@ async fn bit_flips_last_is_torn_middle_is_corruption() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_get_unique_contiguous_seqs() {
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(dir.path(), Duration::from_millis(2)).await.unwrap();
+    let j = Journal::open(dir.path(), Duration::from_millis(2))
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let j = j.clone();
@@ -117,6 +138,11 @@ fn describes_query_and_extended_messages() {
     frame(b'S', b"", &mut m);
     let d = describe(&m);
     assert_eq!(d[0], "INSERT INTO t VALUES (1)");
-    assert_eq!(d[1], "INSERT INTO t VALUES ($1, $2)  -- parameters: 'a', \\x00000007");
-    assert!(describe(b"Q\0\0\xff\xff").iter().all(|s| s.contains("truncated")));
+    assert_eq!(
+        d[1],
+        "INSERT INTO t VALUES ($1, $2)  -- parameters: 'a', \\x00000007"
+    );
+    assert!(describe(b"Q\0\0\xff\xff")
+        .iter()
+        .all(|s| s.contains("truncated")));
 }
