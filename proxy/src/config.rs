@@ -384,12 +384,6 @@ impl Settings {
                 "is \"dual-write\" but there is no [target] section",
             ));
         }
-        if file.mode == Mode::DualWrite && !DUAL_WRITE_READY {
-            return Err(key_err(
-                "mode",
-                "\"dual-write\" is not available in this build; use \"primary-only\"",
-            ));
-        }
         if !(0.0..=1.0).contains(&file.shadow_reads) {
             return Err(key_err("shadow_reads", "must be between 0.0 and 1.0"));
         }
