@@ -55,6 +55,11 @@ async fn finds_when_dual_write_began() {
         text.contains("candidate T: 2024-01-02 08:00:00+00"),
         "{text}"
     );
+    let html = dualwrite_validator::report::html::render(&r);
+    assert!(
+        html.contains("title=\"candidate T\""),
+        "the heat strip marks the candidate"
+    );
 
     // A row changed after the candidate (same counts) moves it past that bucket: checksums count.
     pair.target.psql(

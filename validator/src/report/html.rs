@@ -39,6 +39,7 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 6px}
 .strip{position:relative;height:34px;background:#f0f0f0;border-radius:4px;overflow:hidden;margin:6px 0 2px}
 .cell{position:absolute;top:0;bottom:0;border-right:1px solid #fff;box-sizing:border-box;min-width:3px}
 .cell.equal{background:#2e9d4f}.cell.differ{background:#d62728}.cell.tolerance{background:#e0a800}
+.mark{position:absolute;top:-2px;bottom:-2px;width:3px;margin-left:-1px;background:#1d1d1f}
 .axis{display:flex;justify-content:space-between;color:#666;font-size:12px}
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
@@ -126,6 +127,15 @@ fn strip(out: &mut String, t: &TableReport) {
             title(u),
             escape(&u.label)
         );
+    }
+    if let Some(c) = t.suggestion.as_ref().and_then(|g| g.candidate_value) {
+        if c >= lo && c <= hi {
+            let left = (c - lo) as f64 / span * share;
+            let _ = writeln!(
+                out,
+                "<div class=\"mark\" style=\"left:{left:.3}%\" title=\"candidate T\"></div>"
+            );
+        }
     }
     let _ = writeln!(out, "</div>");
     let first = bounded
