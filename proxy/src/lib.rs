@@ -21,6 +21,7 @@
 //! - `admin`: the HTTP API (`/metrics`, `/status`, `/cutover`, `/config`).
 //! - `admin_client`: the CLI's requests to a running proxy's admin API.
 //! - `metrics`: metric names, descriptions and cached handles.
+//! - `classify`: which statements must reach the secondary (writes, session state) and which are pure reads.
 
 pub mod admin;
 pub mod admin_client;
