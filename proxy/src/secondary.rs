@@ -892,14 +892,22 @@ impl Worker {
     }
 }
 
-/// Append to the journal; a failure to record is logged loudly, never hidden.
+/// Queue a record for the journal without waiting for its fsync (records keep their order,
+/// and many sessions' records share one group commit); a failure to record is logged loudly.
 async fn append(shared: Arc<Shared>, record: Record) {
     match &shared.journal {
         Some(j) => {
-            if let Err(e) = j.append(record).await {
-                tracing::error!(error = %e, "JOURNAL WRITE FAILED: a write the secondary missed could not be recorded");
-                metrics::counter!("dualwrite_errors_total", "kind" => "journal").increment(1);
-            }
+            let done = j.enqueue(record);
+            tokio::spawn(async move {
+                match done.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "JOURNAL WRITE FAILED: a write the secondary missed could not be recorded");
+                        metrics::counter!("dualwrite_errors_total", "kind" => "journal").increment(1);
+                    }
+                    Err(_) => tracing::error!("JOURNAL WRITER STOPPED: a write the secondary missed could not be recorded"),
+                }
+            });
         }
         None => {
             tracing::error!("no journal open: a write the secondary missed could not be recorded")

@@ -224,6 +224,11 @@ impl Proxy {
             shared.kill.cancel();
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
         }
+        if let Some(j) = &shared.journal {
+            if let Err(e) = j.flush().await {
+                warn!(error = %e, "journal flush at shutdown failed");
+            }
+        }
         info!("dualwrite-proxy stopped");
     }
 }
@@ -251,6 +256,13 @@ async fn reattach(shared: Arc<Shared>, shutdown: CancellationToken) {
         match crate::replay::replay(&settings, &mut |_| {}).await {
             Ok(_) => {
                 let _gate = shared.dual.gate.write().await;
+                // Records queued before the gate closed must be on disk before the last replay.
+                if let Some(j) = &shared.journal {
+                    if let Err(e) = j.flush().await {
+                        warn!(error = %e, "journal flush failed; staying detached");
+                        continue;
+                    }
+                }
                 match crate::replay::replay(&settings, &mut |_| {}).await {
                     Ok(summary) if summary.remaining == 0 => {
                         info!(applied = summary.applied, "journal replayed");
