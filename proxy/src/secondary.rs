@@ -498,39 +498,44 @@ impl Worker {
         }
     }
 
-    /// Send a unit's steps and read the secondary's answer.
-    async fn send_unit(&mut self, u: &Unit) -> Result<Outcome, Lost> {
-        let mut out = BytesMut::with_capacity(u.bytes + 64);
+    /// Append a unit's steps to `out`, preparing first each statement the secondary lacks;
+    /// returns the statements prepared here.
+    fn encode_steps(&mut self, steps: &[Step], out: &mut BytesMut) -> Vec<String> {
         let mut parsed = Vec::new();
-        for step in &u.steps {
-            match step {
-                Step::Raw(b) => out.extend_from_slice(b),
+        for step in steps {
+            let (statement, generation, parse, bind) = match step {
+                Step::Raw(b) => {
+                    out.extend_from_slice(b);
+                    continue;
+                }
                 Step::Parse {
                     statement,
                     generation,
                     parse,
-                } => {
-                    if self.statements.get(statement) != Some(generation) {
-                        out.extend_from_slice(parse);
-                        self.statements.insert(statement.clone(), *generation);
-                        parsed.push(statement.clone());
-                    }
-                }
+                } => (statement, generation, parse, None),
                 Step::Bind {
                     statement,
                     generation,
                     parse,
                     bind,
-                } => {
-                    if self.statements.get(statement) != Some(generation) {
-                        out.extend_from_slice(parse);
-                        self.statements.insert(statement.clone(), *generation);
-                        parsed.push(statement.clone());
-                    }
-                    out.extend_from_slice(bind);
-                }
+                } => (statement, generation, parse, Some(bind)),
+            };
+            if self.statements.get(statement) != Some(generation) {
+                out.extend_from_slice(parse);
+                self.statements.insert(statement.clone(), *generation);
+                parsed.push(statement.clone());
+            }
+            if let Some(bind) = bind {
+                out.extend_from_slice(bind);
             }
         }
+        parsed
+    }
+
+    /// Send a unit's steps and read the secondary's answer.
+    async fn send_unit(&mut self, u: &Unit) -> Result<Outcome, Lost> {
+        let mut out = BytesMut::with_capacity(u.bytes + 64);
+        let parsed = self.encode_steps(&u.steps, &mut out);
         let conn = self
             .conn
             .as_mut()
@@ -707,33 +712,9 @@ impl Worker {
         };
         if live {
             let mut out = BytesMut::new();
-            for step in &state.unit.steps {
-                match step {
-                    Step::Raw(b) => out.extend_from_slice(b),
-                    Step::Parse {
-                        statement,
-                        generation,
-                        parse,
-                    } => {
-                        if self.statements.get(statement) != Some(generation) {
-                            out.extend_from_slice(parse);
-                            self.statements.insert(statement.clone(), *generation);
-                        }
-                    }
-                    Step::Bind {
-                        statement,
-                        generation,
-                        parse,
-                        bind,
-                    } => {
-                        if self.statements.get(statement) != Some(generation) {
-                            out.extend_from_slice(parse);
-                            self.statements.insert(statement.clone(), *generation);
-                        }
-                        out.extend_from_slice(bind);
-                    }
-                }
-            }
+            let steps = std::mem::take(&mut state.unit.steps);
+            self.encode_steps(&steps, &mut out);
+            state.unit.steps = steps;
             if extended {
                 protocol::frontend_message(&mut out, f::FLUSH, &[]);
             }

@@ -272,23 +272,27 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
 
     let _gauge = metrics.session_open();
     debug!(user = %user, database = %database, "session started");
-    let secondary = match (settings.mode, settings.secondary_backend()) {
-        (Mode::DualWrite, Some(backend)) => Some(crate::secondary::Secondary::spawn(
-            shared.clone(),
-            backend.clone(),
-            crate::secondary::SessionInfo {
-                id,
-                user: user.clone(),
-                database: database.clone(),
-                params: params
-                    .iter()
-                    .filter(|(k, _)| k != "user" && k != "database")
-                    .cloned()
-                    .collect(),
-            },
-        )),
-        _ => None,
+    // The session's secondary, in dual-write mode: its own backend session on the other database.
+    let info = crate::secondary::SessionInfo {
+        id,
+        user: user.clone(),
+        database: database.clone(),
+        params: params
+            .iter()
+            .filter(|(k, _)| k != "user" && k != "database")
+            .cloned()
+            .collect(),
     };
+    let spawn_secondary =
+        |settings: &crate::config::Settings| match (settings.mode, settings.secondary_backend()) {
+            (Mode::DualWrite, Some(backend)) => Some(crate::secondary::Secondary::spawn(
+                shared.clone(),
+                backend.clone(),
+                info.clone(),
+            )),
+            _ => None,
+        };
+    let secondary = spawn_secondary(&settings);
     let mut secondary = secondary;
     let mut primary = primary;
     let mut current = crate::secondary::Conn {
@@ -363,22 +367,7 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         }
         let want_dual = settings.mode == Mode::DualWrite;
         if want_dual && secondary.is_none() {
-            if let Some(backend) = settings.secondary_backend() {
-                secondary = Some(crate::secondary::Secondary::spawn(
-                    shared.clone(),
-                    backend.clone(),
-                    crate::secondary::SessionInfo {
-                        id,
-                        user: user.clone(),
-                        database: database.clone(),
-                        params: params
-                            .iter()
-                            .filter(|(k, _)| k != "user" && k != "database")
-                            .cloned()
-                            .collect(),
-                    },
-                ));
-            }
+            secondary = spawn_secondary(&settings);
         } else if !want_dual {
             // The worker finishes what is queued and closes its session.
             secondary = None;
