@@ -51,6 +51,10 @@ fn journal_seqs(bin: &std::path::Path, cfg: &std::path::Path) -> Vec<u64> {
         .collect()
 }
 
+/// The secondary lag bound: writes the client has had answered but the session has not yet
+/// handed to the journal are at most this many bytes per session.
+const LAG: usize = 65536;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_and_duplicates_no_record() {
     let bin = binary("dualwrite-proxy", "dualwrite-proxy");
@@ -73,7 +77,7 @@ async fn sigkill_under_load_loses_and_duplicates_no_record() {
         format!(
             "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\nmode = \"dual-write\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n\
              [auth]\nmethod = \"scram-sha-256\"\nusers = [{{ name = \"{APP_USER}\", password = \"{APP_PASSWORD}\" }}]\n\
-             [journal]\ndir = \"{}\"\nfsync_interval = \"1ms\"\n[secondary]\nreconnect_backoff = \"60s\"\n",
+             [journal]\ndir = \"{}\"\nfsync_interval = \"1ms\"\n[secondary]\nreconnect_backoff = \"60s\"\nmax_lag_bytes = {LAG}\n",
             source.url("app"),
             target.url("app"),
             dir.path().join("journal").display()
