@@ -130,6 +130,35 @@ pub fn passthrough_toml(source_url: &str, user: &str, password: &str) -> String 
     )
 }
 
+/// A tokio-postgres client for `url` (no TLS); its connection is driven on a task.
+pub async fn client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connecting through the proxy");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Run pgbench as `app` against `port` (database `app`); panics with its output on failure.
+pub fn pgbench(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new(crate::PgBin::source().bin("pgbench"))
+        .env("PGPASSWORD", APP_PASSWORD)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", APP_USER])
+        .args(args)
+        .arg("app")
+        .output()
+        .expect("running pgbench");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
+    text
+}
+
 /// A cluster with database `app` owned by login role `app` (password `app-secret`), and a
 /// pass-through proxy in front of it.
 pub struct Passthrough {
@@ -170,13 +199,7 @@ impl Passthrough {
 
     /// A tokio-postgres client through the proxy; its connection is driven on a task.
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
-            .await
-            .expect("connecting through the proxy");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        client
+        client(&self.url()).await
     }
 
     /// Sessions of `app` on the backend (to find leaked backend connections).
@@ -264,14 +287,9 @@ impl DualWrite {
         self.proxy.url(APP_USER, APP_PASSWORD, "app")
     }
 
+    /// A tokio-postgres client through the proxy; its connection is driven on a task.
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
-            .await
-            .expect("connecting through the proxy");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        client
+        client(&self.url()).await
     }
 
     /// The proxy's `/status` as JSON.

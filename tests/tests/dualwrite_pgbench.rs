@@ -1,27 +1,7 @@
 //! pgbench's tpcb-like load through the proxy in dual-write mode, in all three query modes:
 //! afterwards every pgbench table is identical on source and target.
 
-use std::process::Command;
-
-use dualwrite_tests::proxy::{DualWrite, APP_PASSWORD};
-use dualwrite_tests::PgBin;
-
-fn pgbench(port: u16, args: &[&str]) -> String {
-    let out = Command::new(PgBin::source().bin("pgbench"))
-        .env("PGPASSWORD", APP_PASSWORD)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app"])
-        .args(args)
-        .arg("app")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
-    text
-}
+use dualwrite_tests::proxy::{pgbench, DualWrite};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpcb_in_all_modes_leaves_identical_tables() {

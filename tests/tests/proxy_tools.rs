@@ -67,19 +67,7 @@ async fn psql_script_with_copy() {
 }
 
 fn pgbench(p: &Passthrough, args: &[&str]) -> String {
-    let out = tool("pgbench")
-        .args(proxy_args(p))
-        .args(args)
-        .arg("app")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
-    text
+    dualwrite_tests::proxy::pgbench(p.proxy.port(), args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
