@@ -216,6 +216,8 @@ async fn client_to_backend(
     tokio::pin!(graceful, kill);
     let mut graceful_seen = false;
     let mut pending_input = !buf.is_empty();
+    // Statements are tracked whenever a live switch to dual-write is possible.
+    let track = secondary.is_some() || shared.settings().target.is_some();
     let mut copy = CopyTracker::default();
     let mut ignored_syncs: Vec<bool> = Vec::new();
     let mut frames: Vec<(u8, usize, usize)> = Vec::new();
@@ -278,7 +280,7 @@ async fn client_to_backend(
             if buf.len() - pos < h.frame_len {
                 break;
             }
-            if secondary.is_some() && h.tag != f::TERMINATE {
+            if track && h.tag != f::TERMINATE {
                 frames.push((h.tag, pos, h.frame_len));
             }
             let sync_ignored = h.tag == f::SYNC && copy.active();
@@ -348,6 +350,14 @@ async fn client_to_backend(
                         m.routed(dual_since_boundary);
                         dual_since_boundary = false;
                     }
+                }
+            } else if track {
+                // Primary-only with a target configured: keep the session's statements known,
+                // so that after a live switch to dual-write, statements prepared before it
+                // still reach the secondary when executed.
+                for &(tag, start, len) in &frames {
+                    builder.push(tag, &chunk.slice(start..start + len), &mut items);
+                    items.clear();
                 }
             }
             if writer.write_all(&chunk).await.is_err() || writer.flush().await.is_err() {

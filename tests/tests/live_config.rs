@@ -18,6 +18,7 @@ async fn mode_changes_apply_live() {
     .await;
     let c = dualwrite_tests::proxy::client(&proxy.url("app", "app-secret", "app")).await;
     c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    let ins = c.prepare("INSERT INTO t VALUES ($1)").await.unwrap();
     assert_eq!(
         d.target.psql("app", "SELECT count(*) FROM t"),
         "0",
@@ -29,17 +30,19 @@ async fn mode_changes_apply_live() {
     assert_eq!(code, 200, "{body}");
     // The same session, at its next statement, dual-writes.
     c.execute("INSERT INTO t VALUES (2)", &[]).await.unwrap();
+    // A statement prepared while primary-only reaches the secondary when executed now.
+    assert_eq!(c.execute(&ins, &[&4i32]).await.unwrap(), 1);
     let mut on_target = String::new();
     for _ in 0..50 {
         on_target = d
             .target
             .psql("app", "SELECT string_agg(id::text, ',' ORDER BY id) FROM t");
-        if on_target == "2" {
+        if on_target == "2,4" {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(on_target, "2");
+    assert_eq!(on_target, "2,4");
     let status: serde_json::Value =
         serde_json::from_str(&proxy.admin_get("/status").await).unwrap();
     assert_eq!(status["mode"], "dual-write", "{status}");
@@ -60,6 +63,14 @@ async fn mode_changes_apply_live() {
     assert_eq!(code, 200, "{body}");
     c.execute("INSERT INTO t VALUES (3)", &[]).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(d.source.psql("app", "SELECT count(*) FROM t"), "3");
-    assert_eq!(d.target.psql("app", "SELECT count(*) FROM t"), "1");
+    assert_eq!(
+        d.source
+            .psql("app", "SELECT string_agg(id::text, ',' ORDER BY id) FROM t"),
+        "1,2,3,4"
+    );
+    assert_eq!(
+        d.target
+            .psql("app", "SELECT string_agg(id::text, ',' ORDER BY id) FROM t"),
+        "2,4"
+    );
 }

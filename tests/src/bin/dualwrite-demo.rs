@@ -76,6 +76,21 @@ fn pgbench_figures(text: &str) -> (f64, u64) {
     )
 }
 
+/// Validate until equal: the secondary applies each write a moment after the primary, so a
+/// first comparison right after the writer stops may still see it behind. Up to 10 tries.
+async fn validate_settled(what: &str, source: &str, target: &str, extra: &[&str]) -> i32 {
+    let mut code = 2;
+    for attempt in 1..=10 {
+        code = validate(what, source, target, extra).await;
+        if code != 1 {
+            break;
+        }
+        println!("   (attempt {attempt}: the target is still catching up; comparing again in 1 s)");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    code
+}
+
 /// Run the validator in-process; returns its exit code (0 equal, 1 differences, 2 error).
 async fn validate(what: &str, source: &str, target: &str, extra: &[&str]) -> i32 {
     let mut args = vec![
@@ -225,9 +240,7 @@ async fn main() -> Result<()> {
         "validate while the load runs: dualwrite-validator checksum (readings, per partition)",
     );
     let (s_url, t_url) = (source.url("app"), target.url("app"));
-    // Let the secondary catch up with the writer before comparing.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let first = validate("checksum", &s_url, &t_url, &["--table", "public.readings"]).await;
+    let first = validate_settled("checksum", &s_url, &t_url, &["--table", "public.readings"]).await;
     println!("   validator exit code: {first} (0 = equal)");
     done(t);
 
@@ -247,10 +260,16 @@ async fn main() -> Result<()> {
     done(t);
 
     let t = step(7, "final validation: both sides hold the same data");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let last = validate("checksum", &s_url, &t_url, &["--table", "public.readings"]).await;
+    let last = validate_settled("checksum", &s_url, &t_url, &["--table", "public.readings"]).await;
     let accounts = "SELECT md5(string_agg(a::text, ',' ORDER BY aid)) FROM pgbench_accounts a";
-    let accounts_equal = source.psql("app", accounts) == target.psql("app", accounts);
+    let mut accounts_equal = false;
+    for _ in 0..20 {
+        accounts_equal = source.psql("app", accounts) == target.psql("app", accounts);
+        if accounts_equal {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     let status: serde_json::Value = serde_json::from_str(&proxy.admin_get("/status").await)?;
     let records = status["dual_write"]["journal"]["records"]
         .as_u64()
