@@ -50,6 +50,11 @@ pub struct Record {
     pub messages: Vec<u8>,
     /// No transaction control inside: replay wraps them with its applied-marker, idempotently.
     pub wrap: bool,
+    /// The secondary's connection was lost after these writes were sent and before their
+    /// answer came: the secondary may have committed them. Replay applies the record if it
+    /// can and, if it fails, takes it as already applied (reported, not retried).
+    #[serde(default)]
+    pub in_doubt: bool,
     pub tables: Vec<String>,
     /// Why the secondary missed it (its SQLSTATE and message, or the connection's fate).
     pub error: String,
@@ -499,6 +504,7 @@ pub fn render(records: &[Record], applied: u64) -> String {
             .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
             .unwrap_or_default();
         let kind = match r.kind {
+            RecordKind::Missed if r.in_doubt => "in-doubt",
             RecordKind::Missed => "missed",
             RecordKind::Divergence => "divergence",
         };

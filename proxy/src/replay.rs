@@ -3,7 +3,10 @@
 //! Each record runs as the user who wrote it, in its database, after its session state is
 //! restored. Records without transaction control run as `BEGIN; <record>; INSERT INTO
 //! _dualwrite.journal_applied ...; COMMIT`, so a replay interrupted at any point and run
-//! again applies nothing twice. Replay stops at the first record that fails, with its reason.
+//! again applies nothing twice. Replay stops at the first record that fails, with its reason,
+//! except a record journaled *in doubt* (the secondary's connection died between its commit
+//! and the answer): when it fails, the secondary is taken to have applied it before the
+//! connection died; it is marked applied, reported, and replay goes on.
 
 use std::collections::HashMap;
 
@@ -21,15 +24,30 @@ use crate::tls::{Reader, Writer};
 /// Progress, for the CLI.
 #[derive(Debug)]
 pub enum ReplayEvent {
-    Applied { seq: u64, statements: usize },
-    AlreadyApplied { seq: u64 },
-    Divergence { seq: u64, error: String },
+    Applied {
+        seq: u64,
+        statements: usize,
+    },
+    AlreadyApplied {
+        seq: u64,
+    },
+    /// An in-doubt record failed: taken as applied before the connection was lost.
+    InDoubtSkipped {
+        seq: u64,
+        error: String,
+    },
+    Divergence {
+        seq: u64,
+        error: String,
+    },
 }
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct ReplaySummary {
     pub applied: u64,
     pub skipped_already_applied: u64,
+    /// In-doubt records that failed on replay and were taken as applied already.
+    pub in_doubt_skipped: u64,
     pub divergences_listed: u64,
     /// Missed records not applied (after a stop).
     pub remaining: u64,
@@ -275,6 +293,20 @@ pub async fn replay(
         }
         match run(conn, &out, expected).await.map_err(lost)? {
             None => {}
+            Some(e) if r.in_doubt => {
+                run(conn, &query("ROLLBACK"), 1).await.map_err(lost)?;
+                if let Some(e) = run(conn, &query(&marker), 1).await.map_err(lost)? {
+                    return Err(fail(e));
+                }
+                let _ = write_applied(dir, r.seq);
+                let error = format!("{} {}", e.0, e.1);
+                tracing::warn!(seq = r.seq, tables = ?r.tables, error = %error,
+                    "in-doubt journal record failed on replay: taken as applied before the connection was lost");
+                metrics::counter!("dualwrite_journal_in_doubt_skipped_total").increment(1);
+                summary.in_doubt_skipped += 1;
+                report(ReplayEvent::InDoubtSkipped { seq: r.seq, error });
+                continue;
+            }
             Some(e) => {
                 let _ = run(conn, &query("ROLLBACK"), 1).await;
                 return Err(fail(e));

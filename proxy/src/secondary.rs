@@ -79,6 +79,7 @@ impl Secondary {
             sec_status: b'I',
             txn: Vec::new(),
             txn_failed: None,
+            txn_in_doubt: false,
             prelude: Vec::new(),
             outcomes: out_rx,
             lag_detached: lag_detached.clone(),
@@ -216,6 +217,8 @@ struct Worker {
     /// Units of the current transaction, for journaling it whole.
     txn: Vec<Unit>,
     txn_failed: Option<String>,
+    /// The connection was lost while the secondary ran the transaction's COMMIT.
+    txn_in_doubt: bool,
     prelude: Vec<String>,
     outcomes: mpsc::UnboundedReceiver<Outcome>,
     lag_detached: Arc<AtomicBool>,
@@ -385,6 +388,7 @@ impl Worker {
         if before == b'I' {
             self.txn.clear();
             self.txn_failed = None;
+            self.txn_in_doubt = false;
         }
         let action = if primary_error {
             if after == b'I' && before != b'I' {
@@ -405,6 +409,7 @@ impl Worker {
             Action::Rollback => {
                 self.txn.clear();
                 self.txn_failed = None;
+                self.txn_in_doubt = false;
             }
             Action::Apply => {
                 let in_txn = before != b'I' || after != b'I';
@@ -452,11 +457,16 @@ impl Worker {
                         }
                         Err(Lost(why)) => {
                             self.lost(&why);
+                            // A unit that ends idle commits on the secondary: the connection
+                            // may have died after that commit and before its answer.
+                            let in_doubt = after == b'I';
                             let reason = format!("secondary connection lost: {why}");
                             if in_txn {
                                 self.txn_failed = Some(reason);
+                                self.txn_in_doubt = in_doubt;
                             } else {
-                                self.journal_units(std::slice::from_ref(&u), &reason).await;
+                                self.journal_in_doubt(std::slice::from_ref(&u), &reason, in_doubt)
+                                    .await;
                             }
                         }
                     }
@@ -465,9 +475,11 @@ impl Worker {
                     // The primary committed the transaction.
                     if let Some(reason) = self.txn_failed.take() {
                         let units = std::mem::take(&mut self.txn);
-                        self.journal_units(&units, &reason).await;
+                        let in_doubt = std::mem::take(&mut self.txn_in_doubt);
+                        self.journal_in_doubt(&units, &reason, in_doubt).await;
                     }
                     self.txn.clear();
+                    self.txn_in_doubt = false;
                 }
             }
         }
@@ -667,6 +679,7 @@ impl Worker {
             prelude: self.prelude.clone(),
             messages,
             wrap,
+            in_doubt: false,
             tables,
             error: error.to_string(),
             primary_result: None,
@@ -675,6 +688,11 @@ impl Worker {
     }
 
     async fn journal_units(&mut self, units: &[Unit], reason: &str) {
+        self.journal_in_doubt(units, reason, false).await
+    }
+
+    /// Journal units the secondary missed; `in_doubt` when it may have applied them after all.
+    async fn journal_in_doubt(&mut self, units: &[Unit], reason: &str, in_doubt: bool) {
         // Statements only prepared, never executed, change nothing: not worth a record.
         let prepare_only = |u: &Unit| {
             u.steps.iter().all(|s| match s {
@@ -686,9 +704,15 @@ impl Worker {
         if units.iter().all(prepare_only) {
             return;
         }
-        let record = self.record(RecordKind::Missed, units, reason);
+        let mut record = self.record(RecordKind::Missed, units, reason);
         if record.messages.is_empty() {
             return;
+        }
+        if in_doubt {
+            metrics::counter!("dualwrite_journal_in_doubt_total").increment(1);
+            warn!(statement = %units.last().map(|u| u.text.as_str()).unwrap_or(""),
+                "secondary connection lost before the answer to a commit: journaled as in doubt");
+            record.in_doubt = true;
         }
         self.shared.dual.detach(reason);
         self.append(record).await;
@@ -793,6 +817,7 @@ impl Worker {
         let before = o.status_before;
         let after = o.status_after;
         let in_txn = before != b'I' || after != b'I';
+        let mut copy_in_doubt = false;
         if state.live {
             let mut out = BytesMut::new();
             if primary_ok {
@@ -821,6 +846,7 @@ impl Worker {
                 }
                 Err(Lost(why)) => {
                     self.lost(&why);
+                    copy_in_doubt = after == b'I';
                     state.failure = Some(format!("secondary connection lost: {why}"));
                 }
             }
@@ -845,8 +871,9 @@ impl Worker {
                     if in_txn {
                         self.txn.push(unit);
                         self.txn_failed.get_or_insert(reason);
+                        self.txn_in_doubt |= copy_in_doubt;
                     } else {
-                        self.journal_units(&[unit], &reason).await;
+                        self.journal_in_doubt(&[unit], &reason, copy_in_doubt).await;
                     }
                 } else {
                     let why = format!("{reason}; COPY of {} bytes into {:?} is too large to journal: re-backfill it", state.data_bytes, unit.tables);
@@ -861,11 +888,13 @@ impl Worker {
         if after == b'I' && before != b'I' {
             if let Some(reason) = self.txn_failed.take() {
                 let units = std::mem::take(&mut self.txn);
+                let in_doubt = std::mem::take(&mut self.txn_in_doubt);
                 if primary_ok {
-                    self.journal_units(&units, &reason).await;
+                    self.journal_in_doubt(&units, &reason, in_doubt).await;
                 }
             }
             self.txn.clear();
+            self.txn_in_doubt = false;
         }
         if after == b'I' && self.sec_status != b'I' {
             self.rollback().await;

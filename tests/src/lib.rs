@@ -7,6 +7,7 @@
 //! - `certs`: a throwaway CA and server certificate (openssl).
 //! - `pair`: a source and a target cluster with a fresh database each.
 //! - `proxy`: `dualwrite-proxy` started in-process on free ports.
+//! - `faults`: a TCP relay that cuts a connection right after the server answered a command.
 //! - `raw`: a raw wire-protocol client for malformed input.
 //! - `validator_util`: tables covering many types and in-process runs of `dualwrite-validator`.
 //!
@@ -17,6 +18,7 @@
 pub mod bins;
 pub mod certs;
 pub mod cluster;
+pub mod faults;
 pub mod pair;
 pub mod pgbin;
 pub mod proxy;

@@ -245,6 +245,16 @@ impl DualWrite {
 
     /// `top` holds top-level keys, `extra` whole sections.
     pub async fn start_with(top: &str, extra: &str) -> DualWrite {
+        Self::start_routed(top, extra, |target| target.url("app")).await
+    }
+
+    /// Like [`DualWrite::start_with`], with the proxy reaching the target at the URL
+    /// `target_url` gives (e.g. through a [`crate::faults::CutRelay`] in front of it).
+    pub async fn start_routed(
+        top: &str,
+        extra: &str,
+        target_url: impl FnOnce(&crate::Cluster) -> String,
+    ) -> DualWrite {
         let (sb, tb) = (crate::PgBin::source(), crate::PgBin::target());
         let handle = std::thread::spawn(move || crate::Cluster::start(&tb));
         let source = crate::Cluster::start(&sb);
@@ -264,7 +274,7 @@ impl DualWrite {
              [auth]\nmethod = \"scram-sha-256\"\nusers = [{{ name = \"{APP_USER}\", password = \"{APP_PASSWORD}\" }}]\n\
              [journal]\ndir = \"{}\"\n{extra}",
             source.url("app"),
-            target.url("app"),
+            target_url(&target),
             journal_dir.path().display()
         );
         let proxy = ProxyHandle::start(&toml).await;

@@ -15,6 +15,7 @@ fn record(i: u64) -> Record {
         prelude: vec!["SET search_path = app".into()],
         messages: format!("Q\0\0\0\x0eINSERT {i}\0").into_bytes(),
         wrap: true,
+        in_doubt: false,
         tables: vec!["t".into()],
         error: "08006 gone".into(),
         primary_result: None,

@@ -1,0 +1,116 @@
+//! The secondary's connection dies after the target committed a write and before its answer
+//! arrived. The proxy cannot know whether the target has it: it journals the write *in doubt*.
+//! Replay applies an in-doubt record if it can; when it fails (here: the key already exists,
+//! because the target did commit it), the record is taken as applied instead of blocking
+//! every later record. Either way the target ends with exactly one copy.
+
+use std::time::Duration;
+
+use dualwrite_tests::faults::CutRelay;
+use dualwrite_tests::proxy::DualWrite;
+
+async fn wait_attached(d: &DualWrite) -> serde_json::Value {
+    for _ in 0..300 {
+        let s = d.status().await;
+        if s["dual_write"]["secondary_attached"] == true {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the secondary never re-attached: {}", d.status().await);
+}
+
+async fn wait_cut(relay: &CutRelay, n: u32) {
+    for _ in 0..100 {
+        if relay.cuts() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the relay never cut connection {n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
+    let mut relay = None;
+    let d = DualWrite::start_routed("", "[secondary]\nreconnect_backoff = \"100ms\"\n", |t| {
+        let r = CutRelay::start(t.port);
+        let url = r.url(t, "app");
+        relay = Some(r);
+        url
+    })
+    .await;
+    let relay = relay.expect("relay started");
+    d.both(
+        "CREATE TABLE events (id bigint PRIMARY KEY, note text);
+         CREATE TABLE log (note text);
+         GRANT ALL ON events, log TO app",
+    );
+    let c = d.client().await;
+    c.execute("INSERT INTO events VALUES (1, 'before')", &[])
+        .await
+        .unwrap();
+    d.assert_same("SELECT count(*) FROM events").await;
+
+    // An autocommit write: the target commits it, its answer is lost.
+    relay.arm("INSERT");
+    c.execute("INSERT INTO events VALUES (2, 'autocommit')", &[])
+        .await
+        .unwrap();
+    wait_cut(&relay, 1).await;
+    wait_attached(&d).await;
+
+    // A transaction: the target commits it, the answer to COMMIT is lost.
+    relay.arm("COMMIT");
+    c.batch_execute(
+        "BEGIN; INSERT INTO events VALUES (3, 'txn'); UPDATE events SET note = 'txn-upd' WHERE id = 1; COMMIT",
+    )
+    .await
+    .unwrap();
+    wait_cut(&relay, 2).await;
+    wait_attached(&d).await;
+
+    // Extended protocol with parameters.
+    relay.arm("INSERT");
+    c.execute("INSERT INTO events VALUES ($1, $2)", &[&4i64, &"extended"])
+        .await
+        .unwrap();
+    wait_cut(&relay, 3).await;
+    let status = wait_attached(&d).await;
+
+    // Writes after the re-attach go to both again.
+    c.execute("INSERT INTO events VALUES (5, 'after')", &[])
+        .await
+        .unwrap();
+    let rows = d
+        .assert_same("SELECT id, note FROM events ORDER BY id")
+        .await;
+    assert_eq!(
+        rows, "1|txn-upd\n2|autocommit\n3|txn\n4|extended\n5|after",
+        "{status}"
+    );
+    assert!(
+        d.metric("dualwrite_journal_in_doubt_total", "").await >= 3.0,
+        "{}",
+        d.proxy.admin_get("/metrics").await
+    );
+    assert_eq!(
+        d.metric("dualwrite_journal_in_doubt_skipped_total", "")
+            .await,
+        3.0
+    );
+
+    // The journal lists the records as in doubt.
+    let records =
+        dualwrite_proxy::journal::read_records(d.journal_dir.path()).expect("journal reads");
+    let in_doubt = records.0.iter().filter(|r| r.in_doubt).count();
+    assert_eq!(in_doubt, 3, "{:#?}", records.0);
+    let shown = dualwrite_proxy::journal::render(&records.0, u64::MAX);
+    assert!(shown.contains("in-doubt"), "{shown}");
+
+    // The session goes on writing to both.
+    c.execute("INSERT INTO log VALUES ('x')", &[])
+        .await
+        .unwrap();
+    d.assert_same("SELECT count(*) FROM log").await;
+}
