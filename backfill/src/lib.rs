@@ -8,8 +8,13 @@ pub mod copy;
 pub mod csv;
 pub mod jobs;
 pub mod pg;
+pub mod pgtools;
+pub mod privileges;
+pub mod roles;
 pub mod schema;
+pub mod sqlscript;
 pub mod status;
+pub mod timescale;
 
 use std::process::ExitCode;
 

@@ -1,12 +1,634 @@
 //! `schema`: roles, schema and relational data to the target (runbook step 3).
+//!
+//! Checks first and writes nothing when the target doesn't fit. Then: dump (roles, schema with
+//! the relational tables' data, grants) into the workdir with the newest `pg_dump`; restore with
+//! `psql` (`ON_ERROR_STOP`, one transaction where TimescaleDB allows it); re-apply grants with
+//! `--privileges`. The time-series tables' data is left out of the dump: `copy` backfills it.
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use dualwrite_common::catalog::{self, CatalogError, TableKind, TimeSeriesTable};
+use dualwrite_common::ident::quote_ident;
+use dualwrite_common::PgUrl;
+use tokio_postgres::Client;
+
 use crate::cli::SchemaArgs;
+use crate::pg::{self, PgError, ServerInfo, Side};
+use crate::pgtools::PgTools;
+use crate::privileges;
+use crate::roles::{self, RoleContext};
+use crate::timescale;
+use crate::Error;
 
 /// Run `schema`.
-pub async fn run(_args: SchemaArgs) -> crate::Result<ExitCode> {
-    Err(crate::Error::Input(
-        "`schema` is not available in this build".into(),
-    ))
+pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
+    let source_url = pg::parse_url(&args.source.source, Side::Source).map_err(input)?;
+    let target_url = pg::parse_url(&args.target.target, Side::Target).map_err(input)?;
+    let tools = PgTools::find(args.pg_bin.as_deref()).map_err(Error::Input)?;
+    let source = pg::open(&source_url, Side::Source).await.map_err(input)?;
+    let target = pg::open(&target_url, Side::Target).await.map_err(input)?;
+    let s = ServerInfo::read(&source, Side::Source).await?;
+    let t = ServerInfo::read(&target, Side::Target).await?;
+    let tsdb = check(&tools, &s, &t, &target).await?;
+    let series = time_series(&source, &args, &s).await?;
+    let job_owner = args.job_owner.clone().unwrap_or_else(|| t.user.clone());
+
+    println!(
+        "source: PostgreSQL {} (database {}{}); target: PostgreSQL {} (database {}{})",
+        s.version,
+        s.database,
+        s.timescaledb
+            .as_deref()
+            .map(|v| format!(", TimescaleDB {v}"))
+            .unwrap_or_default(),
+        t.version,
+        t.database,
+        t.timescaledb
+            .as_deref()
+            .map(|v| format!(", TimescaleDB {v}"))
+            .unwrap_or_default(),
+    );
+    println!("tools: {} ({})", tools.dir.display(), tools.version);
+    let workdir = make_workdir(args.workdir.as_deref())?;
+    println!("workdir: {}", workdir.display());
+    if tsdb.is_some() {
+        println!("data left for `copy`: every TimescaleDB chunk (_timescaledb_internal.*)");
+    }
+    for ts in series.iter().filter(|ts| ts.kind != TableKind::Hypertable) {
+        println!(
+            "data left for `copy`: {} ({}{})",
+            ts.table,
+            match ts.kind {
+                TableKind::Partitioned => format!("{} partitions, ", ts.chunks.len()),
+                _ => String::new(),
+            },
+            format_args!("time column {}", ts.time_column)
+        );
+    }
+
+    // 1. Dumps.
+    let roles_raw = workdir.join("roles.pg_dumpall.sql");
+    if args.roles {
+        let mut cmd = tools.command("pg_dumpall", &source_url);
+        cmd.args(["--roles-only", "--quote-all-identifiers", "-l"])
+            .arg(&s.database)
+            .arg("-f")
+            .arg(&roles_raw);
+        if !s.is_superuser {
+            // pg_authid (the passwords) is readable by superusers only.
+            cmd.arg("--no-role-passwords");
+            println!(
+                "roles: the source login {} is not a superuser: passwords are not copied",
+                s.user
+            );
+        }
+        tools.run("pg_dumpall", &mut cmd).await.map_err(other)?;
+    }
+    let dump = workdir.join("dump.sql");
+    let mut cmd = tools.command("pg_dump", &source_url);
+    cmd.args([
+        "--format=plain",
+        "--quote-all-identifiers",
+        "--no-tablespaces",
+        "--no-owner",
+        "--no-privileges",
+    ]);
+    for pattern in exclude_data_patterns(tsdb.is_some(), &series) {
+        cmd.arg(format!("--exclude-table-data={pattern}"));
+    }
+    cmd.arg("-f").arg(&dump);
+    tools.run("pg_dump", &mut cmd).await.map_err(other)?;
+    let grants_raw = workdir.join("privileges.pg_dump.sql");
+    let mut cmd = tools.command("pg_dump", &source_url);
+    cmd.args([
+        "--schema-only",
+        "--quote-all-identifiers",
+        "--no-tablespaces",
+        "-f",
+    ])
+    .arg(&grants_raw);
+    tools.run("pg_dump", &mut cmd).await.map_err(other)?;
+    println!(
+        "dumped: {}dump.sql, privileges.pg_dump.sql",
+        if args.roles {
+            "roles.pg_dumpall.sql, "
+        } else {
+            ""
+        }
+    );
+
+    // 2. Roles.
+    if args.roles {
+        let raw = read(&roles_raw)?;
+        let ctx = role_context(&s, &t, &target).await?;
+        let clean = roles::sanitise(&raw, &ctx);
+        let path = workdir.join("roles.sql");
+        write(&path, &clean.script)?;
+        println!(
+            "roles: sanitised for a target without superuser into roles.sql ({} changes):",
+            clean.changes.len()
+        );
+        for c in &clean.changes {
+            println!("  - {c}");
+        }
+        restore(&tools, &target_url, &workdir, "roles", &[&path], true).await?;
+        println!("roles: restored");
+    }
+
+    // 3. The runbook's manual edits of the dump (TimescaleDB).
+    let mut privileges_script = privileges::extract(&read(&grants_raw)?, &[&s.bootstrap_superuser]);
+    if let Some(tsdb) = &tsdb {
+        let edited = edit_timescale_dump(&dump, &source, &target, &t, tsdb, &job_owner).await?;
+        if let Some((from, to, members)) = edited {
+            privileges_script =
+                timescale::rewrite_extension_schema(&privileges_script, &from, &to, &members).0;
+        }
+    }
+    let privileges_path = workdir.join("privileges.sql");
+    write(&privileges_path, &privileges_script)?;
+
+    // 4. Schema and relational data.
+    match &tsdb {
+        None => {
+            restore(&tools, &target_url, &workdir, "schema", &[&dump], true).await?;
+        }
+        Some(ts) => {
+            if t.timescaledb.is_none() {
+                let sql = timescale::create_extension_sql(&ts.version, &ts.target_schema);
+                target.batch_execute(&sql).await.map_err(|e| {
+                    Error::Input(format!(
+                        "target: cannot create the extension ({sql}): {}",
+                        pg::describe(&e)
+                    ))
+                })?;
+                println!(
+                    "timescaledb: created the extension {} in schema {} on the target",
+                    ts.version, ts.target_schema
+                );
+            }
+            let pre = workdir.join("pre_restore.sql");
+            let post = workdir.join("post_restore.sql");
+            write(&pre, &timescale::pre_restore_sql(&ts.target_schema))?;
+            write(&post, &timescale::post_restore_sql(&ts.target_schema))?;
+            restore(
+                &tools,
+                &target_url,
+                &workdir,
+                "schema",
+                &[&pre, &dump, &post],
+                false,
+            )
+            .await?;
+            println!(
+                "timescaledb: post_restore done; background jobs (id >= {}) disabled: `dualwrite-backfill jobs enable` turns them on after the backfill",
+                timescale::FIRST_USER_JOB
+            );
+        }
+    }
+    println!("schema: restored dump.sql");
+
+    // 5. Privileges.
+    let statements = privileges::statements(&privileges_script);
+    if !args.privileges {
+        println!(
+            "privileges: {} GRANT/REVOKE/OWNER statements written to privileges.sql, not applied (--privileges applies them)",
+            statements.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let failed = privileges::apply(&target, &statements).await?;
+    println!(
+        "privileges: {} of {} statements applied",
+        statements.len() - failed.len(),
+        statements.len()
+    );
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let failed_path = workdir.join("privileges-failed.sql");
+    write(&failed_path, &privileges::failures_script(&failed))?;
+    println!(
+        "privileges: {} statements failed on the target, written to {} for review:",
+        failed.len(),
+        failed_path.display()
+    );
+    for f in &failed {
+        println!("  - {}  -- {}", f.statement, f.error);
+    }
+    Ok(ExitCode::from(1))
+}
+
+/// TimescaleDB on the source: its version and where it lives on each side.
+#[derive(Clone, Debug)]
+struct Tsdb {
+    version: String,
+    source_schema: String,
+    target_schema: String,
+}
+
+/// Refuse (exit 2, nothing written) when the target can't take the source's dump.
+async fn check(
+    tools: &PgTools,
+    s: &ServerInfo,
+    t: &ServerInfo,
+    target: &Client,
+) -> crate::Result<Option<Tsdb>> {
+    if t.major < s.major {
+        return Err(Error::Input(format!(
+            "the target runs PostgreSQL {} and the source {}: the target must be the same major version or newer",
+            t.version, s.version
+        )));
+    }
+    if tools.major < s.major {
+        return Err(Error::Input(format!(
+            "{} is {}, older than the source (PostgreSQL {}): install the client tools of PostgreSQL {} or newer, or pass --pg-bin",
+            tools.dir.join("pg_dump").display(),
+            tools.version,
+            s.version,
+            s.major
+        )));
+    }
+    let rows = target
+        .query(
+            "SELECT n.nspname::text || '.' || c.relname::text FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_dualwrite_backfill')
+                AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT LIKE '\\_timescaledb%'
+                AND n.nspname NOT LIKE 'timescaledb\\_%'
+                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                  AND d.objid = c.oid AND d.deptype = 'e')
+              ORDER BY 1 LIMIT 6",
+            &[],
+        )
+        .await
+        .map_err(|source| PgError::Query {
+            side: Side::Target,
+            source,
+        })?;
+    if !rows.is_empty() {
+        let names: Vec<String> = rows.iter().take(5).map(|r| r.get(0)).collect();
+        return Err(Error::Input(format!(
+            "the target database {} is not empty (it has {}{}): `schema` restores into an empty database; use a new one",
+            t.database,
+            names.join(", "),
+            if rows.len() > 5 { ", ..." } else { "" }
+        )));
+    }
+    let Some(version) = s.timescaledb.clone() else {
+        return Ok(None);
+    };
+    let source_schema = s
+        .timescaledb_schema
+        .clone()
+        .unwrap_or_else(|| "public".into());
+    match &t.timescaledb {
+        Some(tv) if *tv != version => {
+            return Err(Error::Input(format!(
+                "TimescaleDB {version} on the source and {tv} on the target: they must be the same version"
+            )))
+        }
+        Some(_) => {}
+        None => {
+            let available = target
+                .query_opt(
+                    "SELECT 1 FROM pg_available_extension_versions WHERE name = 'timescaledb' AND version = $1",
+                    &[&version],
+                )
+                .await
+                .map_err(|source| PgError::Query {
+                    side: Side::Target,
+                    source,
+                })?;
+            if available.is_none() {
+                return Err(Error::Input(format!(
+                    "the source uses TimescaleDB {version}, which is not installed on the target server: install that version there"
+                )));
+            }
+        }
+    }
+    Ok(Some(Tsdb {
+        version,
+        source_schema,
+        target_schema: t
+            .timescaledb_schema
+            .clone()
+            .unwrap_or_else(|| "public".into()),
+    }))
+}
+
+/// Every hypertable and range-partitioned table with a time key, plus the `--table` ones.
+async fn time_series(
+    source: &Client,
+    args: &SchemaArgs,
+    s: &ServerInfo,
+) -> crate::Result<Vec<TimeSeriesTable>> {
+    let catalog_err = |e: CatalogError| match e {
+        CatalogError::Query(q) => Error::from(PgError::Query {
+            side: Side::Source,
+            source: q,
+        }),
+        other => Error::Input(format!("source database {}: {other}", s.database)),
+    };
+    let mut all = catalog::discover(source, &[]).await.map_err(catalog_err)?;
+    if !args.tables.is_empty() {
+        for t in catalog::discover(source, &args.tables)
+            .await
+            .map_err(catalog_err)?
+        {
+            if !all.iter().any(|a| a.table == t.table) {
+                all.push(t);
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// `--exclude-table-data` patterns: TimescaleDB's chunks, and each other time-series table with
+/// its partitions (exact names, quoted so pattern characters are literal).
+pub fn exclude_data_patterns(tsdb: bool, series: &[TimeSeriesTable]) -> Vec<String> {
+    let mut out = Vec::new();
+    if tsdb {
+        out.push("_timescaledb_internal.*".to_string());
+    }
+    let mut seen = BTreeSet::new();
+    for ts in series.iter().filter(|t| t.kind != TableKind::Hypertable) {
+        for rel in std::iter::once(&ts.table).chain(ts.chunks.iter().map(|c| &c.relation)) {
+            if seen.insert(rel.clone()) {
+                out.push(format!(
+                    "{}.{}",
+                    quote_ident(&rel.schema),
+                    quote_ident(&rel.name)
+                ));
+            }
+        }
+    }
+    out
+}
+
+async fn role_context(
+    s: &ServerInfo,
+    t: &ServerInfo,
+    target: &Client,
+) -> crate::Result<RoleContext> {
+    let rows = target
+        .query("SELECT rolname::text FROM pg_roles", &[])
+        .await
+        .map_err(|source| PgError::Query {
+            side: Side::Target,
+            source,
+        })?;
+    let existing: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    let createdb: bool = target
+        .query_one(
+            "SELECT rolcreatedb FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|source| PgError::Query {
+            side: Side::Target,
+            source,
+        })?
+        .get(0);
+    let mut reserved = vec![(
+        s.bootstrap_superuser.clone(),
+        "the source's bootstrap superuser".to_string(),
+    )];
+    if t.bootstrap_superuser != s.bootstrap_superuser {
+        reserved.push((
+            t.bootstrap_superuser.clone(),
+            "the target's bootstrap superuser".to_string(),
+        ));
+    }
+    if !reserved.iter().any(|(r, _)| *r == t.user) {
+        reserved.push((t.user.clone(), "the target's login role".to_string()));
+    }
+    Ok(RoleContext {
+        reserved,
+        existing,
+        strip_also: RoleContext::attributes_not_settable(t.is_superuser, createdb),
+    })
+}
+
+/// Move the extension to the target's schema and give jobs to a role the target can assign.
+/// Returns the schema move made, if any, so the grants get it too.
+async fn edit_timescale_dump(
+    dump: &Path,
+    source: &Client,
+    target: &Client,
+    t: &ServerInfo,
+    ts: &Tsdb,
+    job_owner: &str,
+) -> crate::Result<Option<(String, String, BTreeSet<String>)>> {
+    let original = read(dump)?;
+    let mut script = original.clone();
+    let mut moved = None;
+    if ts.source_schema != ts.target_schema {
+        let rows = source
+            .query(timescale::EXTENSION_MEMBERS_SQL, &[])
+            .await
+            .map_err(|source| PgError::Query {
+                side: Side::Source,
+                source,
+            })?;
+        let members: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        let (edited, n) = timescale::rewrite_extension_schema(
+            &script,
+            &ts.source_schema,
+            &ts.target_schema,
+            &members,
+        );
+        println!(
+            "timescaledb: installed in schema {} on the source, restored into {} on the target ({n} references rewritten; function bodies are not)",
+            ts.source_schema, ts.target_schema
+        );
+        script = edited;
+        moved = Some((ts.source_schema.clone(), ts.target_schema.clone(), members));
+    }
+    // Job owners the target's login role cannot assign go to --job-owner.
+    let mut reassign = BTreeSet::new();
+    for owner in timescale::job_owners(&script) {
+        let row = target
+            .query_opt(
+                "SELECT rolsuper, pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = $1",
+                &[&owner],
+            )
+            .await
+            .map_err(|source| PgError::Query {
+                side: Side::Target,
+                source,
+            })?;
+        let assignable = match row {
+            Some(r) => t.is_superuser || (!r.get::<_, bool>(0) && r.get::<_, bool>(1)),
+            None => false,
+        };
+        if !assignable {
+            reassign.insert(owner);
+        }
+    }
+    if !reassign.is_empty() {
+        let (edited, changed) = timescale::rewrite_job_owners(&script, &reassign, job_owner);
+        for (job, old) in &changed {
+            println!("timescaledb: job {job} owned by {old} on the source is given to {job_owner}");
+        }
+        script = edited;
+    }
+    if script != original {
+        write(&dump.with_extension("pg_dump.sql"), &original)?;
+        write(dump, &script)?;
+        println!("timescaledb: dump.sql edited (pg_dump's output kept as dump.pg_dump.sql)");
+    }
+    Ok(moved)
+}
+
+/// Run scripts with psql (`ON_ERROR_STOP`); on failure, the failing statement and error.
+async fn restore(
+    tools: &PgTools,
+    target_url: &PgUrl,
+    workdir: &Path,
+    what: &str,
+    files: &[&Path],
+    single_transaction: bool,
+) -> crate::Result<()> {
+    let mut cmd = tools.command("psql", target_url);
+    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--echo-errors"]);
+    if single_transaction {
+        cmd.arg("--single-transaction");
+    }
+    for f in files {
+        cmd.arg("-f").arg(f);
+    }
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot run psql: {e}")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let log = workdir.join(format!("{what}.restore.log"));
+    write(&log, &stderr)?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let failure = psql_failure(&stderr);
+    if single_transaction {
+        Err(Error::Input(format!(
+            "restoring the {what} failed; the transaction was rolled back, nothing of it was written:\n{failure}\n(psql's output: {})",
+            log.display()
+        )))
+    } else {
+        Err(Error::Other(anyhow::anyhow!(
+            "restoring the {what} failed; the target is partly restored (TimescaleDB's restore cannot run in one transaction): recreate the target database before running `schema` again:\n{failure}\n(psql's output: {})",
+            log.display()
+        )))
+    }
+}
+
+/// From psql's stderr, the error and the statement (psql --echo-errors prints both).
+pub fn psql_failure(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.contains("ERROR:") || l.contains("FATAL:"))
+        .unwrap_or(0);
+    let text = lines[first..].join("\n");
+    if text.trim().is_empty() {
+        "psql exited with an error and printed nothing".into()
+    } else {
+        text
+    }
+}
+
+fn make_workdir(dir: Option<&Path>) -> crate::Result<PathBuf> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from(format!(
+            "dualwrite-schema-{}",
+            chrono::Utc::now().format("%Y%m%d-%H%M%S")
+        )),
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::Input(format!("cannot create workdir {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+fn read(path: &Path) -> crate::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot read {}: {e}", path.display())))
+}
+
+fn write(path: &Path, text: &str) -> crate::Result<()> {
+    std::fs::write(path, text)
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))
+}
+
+fn input(e: PgError) -> Error {
+    match e {
+        PgError::Query { .. } => Error::from(e),
+        other => Error::Input(other.to_string()),
+    }
+}
+
+fn other(message: String) -> Error {
+    Error::Other(anyhow::anyhow!(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dualwrite_common::catalog::{Chunk, TimeType};
+    use dualwrite_common::ident::QualifiedName;
+
+    #[test]
+    fn exclusion_patterns() {
+        let chunk = |n: &str| Chunk {
+            relation: QualifiedName::new("public", n),
+            start: None,
+            end: None,
+            is_compressed: false,
+            is_default: false,
+        };
+        let series = vec![
+            TimeSeriesTable {
+                table: QualifiedName::new("public", "ev"),
+                time_column: "at".into(),
+                time_type: TimeType::Timestamptz,
+                kind: TableKind::Partitioned,
+                chunks: vec![chunk("ev_1"), chunk("ev*2")],
+            },
+            TimeSeriesTable {
+                table: QualifiedName::new("My\"S", "log"),
+                time_column: "at".into(),
+                time_type: TimeType::Timestamptz,
+                kind: TableKind::Plain,
+                chunks: vec![],
+            },
+            TimeSeriesTable {
+                table: QualifiedName::new("public", "hyper"),
+                time_column: "at".into(),
+                time_type: TimeType::Timestamptz,
+                kind: TableKind::Hypertable,
+                chunks: vec![],
+            },
+        ];
+        assert_eq!(
+            exclude_data_patterns(true, &series),
+            vec![
+                "_timescaledb_internal.*",
+                "\"public\".\"ev\"",
+                "\"public\".\"ev_1\"",
+                "\"public\".\"ev*2\"",
+                "\"My\"\"S\".\"log\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn failure_excerpt() {
+        let stderr = "psql:dump.sql:5: NOTICE:  x\npsql:dump.sql:9: ERROR:  type \"mood\" already exists\npsql:dump.sql:9: STATEMENT:  CREATE TYPE \"public\".\"mood\" AS ENUM (\n    'a'\n);\n";
+        assert_eq!(
+            psql_failure(stderr),
+            "psql:dump.sql:9: ERROR:  type \"mood\" already exists\npsql:dump.sql:9: STATEMENT:  CREATE TYPE \"public\".\"mood\" AS ENUM (\n    'a'\n);"
+        );
+    }
 }

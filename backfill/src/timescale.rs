@@ -1,0 +1,373 @@
+//! TimescaleDB's part of the schema clone and of `jobs`: the SQL that brackets a restore, the
+//! background-job switches, and the dump edits the runbook does by hand (extension schema,
+//! job owners). Written from `TIMESCALEDB.md`; kept as strings and pure functions so they are
+//! tested without a TimescaleDB server.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use dualwrite_common::ident::{quote_ident, quote_literal};
+
+use crate::sqlscript::{self, PieceKind, TokenKind};
+
+/// Job ids from this one up are user jobs (retention, compression, continuous aggregates);
+/// below are TimescaleDB's own (telemetry, job history), which stay as they are.
+pub const FIRST_USER_JOB: i32 = 1000;
+
+/// `CREATE EXTENSION` on a fresh target, at the source's version, in `schema`.
+pub fn create_extension_sql(version: &str, schema: &str) -> String {
+    format!(
+        "CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA {} VERSION {};",
+        quote_ident(schema),
+        quote_literal(version)
+    )
+}
+
+/// Run before the dump: stops background workers and marks the database as restoring.
+pub fn pre_restore_sql(schema: &str) -> String {
+    format!(
+        "SELECT {}.timescaledb_pre_restore();\n",
+        quote_ident(schema)
+    )
+}
+
+/// `alter_job(..., scheduled => on)` for every user job, as one statement.
+pub fn schedule_jobs_sql(schema: &str, scheduled: bool) -> String {
+    format!(
+        "SELECT {}.alter_job(id::integer, scheduled => {scheduled}) FROM _timescaledb_config.bgw_job WHERE id >= {FIRST_USER_JOB} ORDER BY id;\n",
+        quote_ident(schema)
+    )
+}
+
+/// Run after the dump: leave restoring mode and disable every user job, in one transaction.
+pub fn post_restore_sql(schema: &str) -> String {
+    format!(
+        "BEGIN;\nSELECT {}.timescaledb_post_restore();\n{}COMMIT;\n",
+        quote_ident(schema),
+        schedule_jobs_sql(schema, false)
+    )
+}
+
+/// Run one job now (outside a transaction block).
+pub fn run_job_sql(schema: &str, job_id: i32) -> String {
+    format!("CALL {}.run_job({job_id});", quote_ident(schema))
+}
+
+/// Refresh a continuous aggregate over `[from, until)`; `None` is open-ended (SQL NULL).
+/// `from`/`until` are SQL literals with their casts.
+pub fn refresh_cagg_sql(
+    schema: &str,
+    view: &str,
+    from: Option<&str>,
+    until: Option<&str>,
+) -> String {
+    format!(
+        "CALL {}.refresh_continuous_aggregate({}, {}, {});",
+        quote_ident(schema),
+        quote_literal(view),
+        from.unwrap_or("NULL"),
+        until.unwrap_or("NULL")
+    )
+}
+
+/// The names of the extension's own objects in its schema (functions, types, relations), from
+/// the source, so only references to them move with the extension.
+pub const EXTENSION_MEMBERS_SQL: &str = "
+    SELECT p.proname::text FROM pg_extension e
+      JOIN pg_depend d ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid AND d.deptype = 'e'
+      JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND p.pronamespace = e.extnamespace
+     WHERE e.extname = 'timescaledb'
+    UNION
+    SELECT t.typname::text FROM pg_extension e
+      JOIN pg_depend d ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid AND d.deptype = 'e'
+      JOIN pg_type t ON d.classid = 'pg_type'::regclass AND d.objid = t.oid AND t.typnamespace = e.extnamespace
+     WHERE e.extname = 'timescaledb'
+    UNION
+    SELECT c.relname::text FROM pg_extension e
+      JOIN pg_depend d ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid AND d.deptype = 'e'
+      JOIN pg_class c ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND c.relnamespace = e.extnamespace
+     WHERE e.extname = 'timescaledb'";
+
+/// Move the extension from schema `from` to `to` in a dump: `CREATE EXTENSION ... WITH SCHEMA`
+/// and every `"from"."member"` reference to one of the extension's objects. String literals,
+/// function bodies, comments and COPY data are left alone. Returns the edited script and how
+/// many references changed.
+pub fn rewrite_extension_schema(
+    script: &str,
+    from: &str,
+    to: &str,
+    members: &BTreeSet<String>,
+) -> (String, usize) {
+    let mut out = String::with_capacity(script.len());
+    let mut changed = 0;
+    let to_quoted = quote_ident(to);
+    for piece in sqlscript::split(script) {
+        if piece.kind != PieceKind::Statement {
+            out.push_str(piece.text);
+            continue;
+        }
+        let sql = piece.text;
+        let w = sqlscript::words(sql);
+        let is_create_ext = w.first().is_some_and(|t| t.is_keyword(sql, "CREATE"))
+            && w.get(1).is_some_and(|t| t.is_keyword(sql, "EXTENSION"))
+            && w.iter().any(|t| {
+                matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent)
+                    && sqlscript::ident_value(sql, t) == "timescaledb"
+            });
+        let mut pos = 0;
+        for (k, t) in w.iter().enumerate() {
+            let is_schema_ref = matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent)
+                && sqlscript::ident_value(sql, t) == from;
+            if !is_schema_ref {
+                continue;
+            }
+            let member_ref = w.get(k + 1).is_some_and(|d| d.is_punct(sql, '.'))
+                && w.get(k + 2).is_some_and(|m| {
+                    matches!(m.kind, TokenKind::Word | TokenKind::QuotedIdent)
+                        && members.contains(&sqlscript::ident_value(sql, m))
+                });
+            let ext_schema = is_create_ext
+                && k >= 2
+                && w[k - 1].is_keyword(sql, "SCHEMA")
+                && w[k - 2].is_keyword(sql, "WITH");
+            if member_ref || ext_schema {
+                out.push_str(&sql[pos..t.start]);
+                out.push_str(&to_quoted);
+                pos = t.end;
+                changed += 1;
+            }
+        }
+        out.push_str(&sql[pos..]);
+    }
+    (out, changed)
+}
+
+/// The owners of the background jobs in a dump's `COPY _timescaledb_config.bgw_job` data.
+pub fn job_owners(script: &str) -> BTreeSet<String> {
+    let mut owners = BTreeSet::new();
+    for_each_job_row(script, |fields, owner| {
+        owners.insert(regrole_name(fields[owner]));
+    });
+    owners
+}
+
+/// Give the jobs owned by one of `reassign` to `new_owner` in the dump's job data. Returns the
+/// edited script and, per job id, the old owner.
+pub fn rewrite_job_owners(
+    script: &str,
+    reassign: &BTreeSet<String>,
+    new_owner: &str,
+) -> (String, BTreeMap<String, String>) {
+    let mut out = String::with_capacity(script.len());
+    let mut changed = BTreeMap::new();
+    let mut copy_cols: Option<Vec<String>> = None;
+    for piece in sqlscript::split(script) {
+        match piece.kind {
+            PieceKind::Statement => {
+                copy_cols = bgw_job_copy_columns(piece.text);
+                out.push_str(piece.text);
+            }
+            PieceKind::CopyData => {
+                let owner = copy_cols
+                    .as_ref()
+                    .and_then(|c| c.iter().position(|n| n == "owner"));
+                let id = copy_cols
+                    .as_ref()
+                    .and_then(|c| c.iter().position(|n| n == "id"));
+                match owner {
+                    Some(owner) => {
+                        for line in piece.text.split_inclusive('\n') {
+                            let body = line.trim_end_matches('\n');
+                            let mut fields: Vec<&str> = body.split('\t').collect();
+                            let new_field = regrole_text(new_owner);
+                            if body != "\\."
+                                && fields.len() > owner
+                                && reassign.contains(&regrole_name(fields[owner]))
+                            {
+                                let job = id.and_then(|i| fields.get(i)).unwrap_or(&"?");
+                                changed.insert(job.to_string(), regrole_name(fields[owner]));
+                                fields[owner] = &new_field;
+                                out.push_str(&fields.join("\t"));
+                                out.push_str(&line[body.len()..]);
+                            } else {
+                                out.push_str(line);
+                            }
+                        }
+                    }
+                    None => out.push_str(piece.text),
+                }
+                copy_cols = None;
+            }
+            _ => out.push_str(piece.text),
+        }
+    }
+    (out, changed)
+}
+
+fn for_each_job_row(script: &str, mut f: impl FnMut(&[&str], usize)) {
+    let mut copy_cols: Option<Vec<String>> = None;
+    for piece in sqlscript::split(script) {
+        match piece.kind {
+            PieceKind::Statement => copy_cols = bgw_job_copy_columns(piece.text),
+            PieceKind::CopyData => {
+                if let Some(owner) = copy_cols
+                    .as_ref()
+                    .and_then(|c| c.iter().position(|n| n == "owner"))
+                {
+                    for line in piece.text.lines() {
+                        let fields: Vec<&str> = line.split('\t').collect();
+                        if line != "\\." && fields.len() > owner {
+                            f(&fields, owner);
+                        }
+                    }
+                }
+                copy_cols = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The column list of `COPY _timescaledb_config.bgw_job (...) FROM stdin;`, if that is the
+/// statement.
+fn bgw_job_copy_columns(sql: &str) -> Option<Vec<String>> {
+    let w = sqlscript::words(sql);
+    let name = |t: &sqlscript::Token| sqlscript::ident_value(sql, t);
+    if !(w.first()?.is_keyword(sql, "COPY")
+        && name(w.get(1)?) == "_timescaledb_config"
+        && w.get(2)?.is_punct(sql, '.')
+        && name(w.get(3)?) == "bgw_job"
+        && w.get(4)?.is_punct(sql, '('))
+    {
+        return None;
+    }
+    Some(
+        w[5..]
+            .iter()
+            .take_while(|t| !t.is_punct(sql, ')'))
+            .filter(|t| matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent))
+            .map(name)
+            .collect(),
+    )
+}
+
+/// A `regrole` as COPY text prints it (`postgres`, `"We""ird"`) -> the role name.
+fn regrole_name(field: &str) -> String {
+    match field.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => field.to_string(),
+    }
+}
+
+/// A role name as `regrole` input in COPY text: quoted unless a plain lower-case identifier.
+fn regrole_text(role: &str) -> String {
+    let plain = role
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && role
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        role.to_string()
+    } else {
+        quote_ident(role)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_and_job_sql() {
+        assert_eq!(
+            create_extension_sql("2.29.2", "public"),
+            "CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA \"public\" VERSION '2.29.2';"
+        );
+        assert_eq!(
+            pre_restore_sql("public"),
+            "SELECT \"public\".timescaledb_pre_restore();\n"
+        );
+        assert_eq!(
+            post_restore_sql("public"),
+            "BEGIN;\nSELECT \"public\".timescaledb_post_restore();\n\
+             SELECT \"public\".alter_job(id::integer, scheduled => false) FROM _timescaledb_config.bgw_job WHERE id >= 1000 ORDER BY id;\n\
+             COMMIT;\n"
+        );
+        assert_eq!(
+            schedule_jobs_sql("ts", true),
+            "SELECT \"ts\".alter_job(id::integer, scheduled => true) FROM _timescaledb_config.bgw_job WHERE id >= 1000 ORDER BY id;\n"
+        );
+        assert_eq!(
+            run_job_sql("public", 1001),
+            "CALL \"public\".run_job(1001);"
+        );
+        assert_eq!(
+            refresh_cagg_sql(
+                "public",
+                "\"public\".\"daily\"",
+                Some("'2024-01-01 00:00:00+00'::timestamptz"),
+                None
+            ),
+            "CALL \"public\".refresh_continuous_aggregate('\"public\".\"daily\"', '2024-01-01 00:00:00+00'::timestamptz, NULL);"
+        );
+    }
+
+    #[test]
+    fn moves_the_extension_schema() {
+        let members: BTreeSet<String> = ["time_bucket", "alter_job"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let dump = "CREATE SCHEMA \"tsdb\";\n\
+            CREATE EXTENSION IF NOT EXISTS \"timescaledb\" WITH SCHEMA \"tsdb\";\n\
+            CREATE TABLE \"tsdb\".\"mine\" (\"a\" int);\n\
+            CREATE VIEW \"public\".\"v\" AS SELECT \"tsdb\".\"time_bucket\"('1 day'::interval, \"at\") FROM \"tsdb\".\"mine\";\n\
+            COMMENT ON VIEW \"public\".\"v\" IS 'uses \"tsdb\".\"time_bucket\"';\n\
+            COPY \"public\".\"t\" (\"a\") FROM stdin;\n\"tsdb\".\"time_bucket\"\n\\.\n";
+        let (out, n) = rewrite_extension_schema(dump, "tsdb", "public", &members);
+        assert_eq!(n, 2);
+        assert_eq!(
+            out,
+            "CREATE SCHEMA \"tsdb\";\n\
+            CREATE EXTENSION IF NOT EXISTS \"timescaledb\" WITH SCHEMA \"public\";\n\
+            CREATE TABLE \"tsdb\".\"mine\" (\"a\" int);\n\
+            CREATE VIEW \"public\".\"v\" AS SELECT \"public\".\"time_bucket\"('1 day'::interval, \"at\") FROM \"tsdb\".\"mine\";\n\
+            COMMENT ON VIEW \"public\".\"v\" IS 'uses \"tsdb\".\"time_bucket\"';\n\
+            COPY \"public\".\"t\" (\"a\") FROM stdin;\n\"tsdb\".\"time_bucket\"\n\\.\n"
+        );
+    }
+
+    #[test]
+    fn reassigns_job_owners() {
+        let dump = "SELECT 1;\n\
+            COPY \"_timescaledb_config\".\"bgw_job\" (\"id\", \"application_name\", \"owner\", \"scheduled\") FROM stdin;\n\
+            1000\tRetention Policy [1000]\tpostgres\tt\n\
+            1001\tCompression Policy [1001]\tapp\tt\n\
+            1002\tRefresh [1002]\t\"We\"\"ird\"\tf\n\
+            \\.\n\
+            COPY \"public\".\"x\" (\"owner\") FROM stdin;\npostgres\n\\.\n";
+        assert_eq!(
+            job_owners(dump).into_iter().collect::<Vec<_>>(),
+            vec!["We\"ird", "app", "postgres"]
+        );
+        let reassign: BTreeSet<String> = ["postgres".to_string(), "We\"ird".to_string()]
+            .into_iter()
+            .collect();
+        let (out, changed) = rewrite_job_owners(dump, &reassign, "tsdbadmin");
+        assert_eq!(
+            out,
+            "SELECT 1;\n\
+            COPY \"_timescaledb_config\".\"bgw_job\" (\"id\", \"application_name\", \"owner\", \"scheduled\") FROM stdin;\n\
+            1000\tRetention Policy [1000]\ttsdbadmin\tt\n\
+            1001\tCompression Policy [1001]\tapp\tt\n\
+            1002\tRefresh [1002]\ttsdbadmin\tf\n\
+            \\.\n\
+            COPY \"public\".\"x\" (\"owner\") FROM stdin;\npostgres\n\\.\n"
+        );
+        assert_eq!(changed.get("1000").map(String::as_str), Some("postgres"));
+        assert_eq!(changed.get("1002").map(String::as_str), Some("We\"ird"));
+        let (out, _) = rewrite_job_owners(dump, &reassign, "Admin");
+        assert!(out.contains("1000\tRetention Policy [1000]\t\"Admin\"\tt\n"));
+    }
+}
