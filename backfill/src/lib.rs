@@ -4,17 +4,26 @@
 //! the process exit code, so tests run the tool in-process.
 
 pub mod cli;
+pub mod columns;
 pub mod copy;
+pub mod cover;
 pub mod csv;
 pub mod jobs;
 pub mod pg;
 pub mod pgtools;
+pub mod plan;
 pub mod privileges;
+pub mod progress;
 pub mod roles;
+pub mod rows;
 pub mod schema;
 pub mod sqlscript;
 pub mod status;
+pub mod store;
+pub mod throttle;
 pub mod timescale;
+pub mod unit;
+pub mod worker;
 
 use std::process::ExitCode;
 

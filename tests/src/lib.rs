@@ -3,6 +3,7 @@
 //! # Layout
 //! - `pgbin`: which PostgreSQL installation to use (`PG_BIN`, `TARGET_PG_BIN`, `pg_config`).
 //! - `cluster`: one throwaway cluster (initdb into a temp dir, free port, stop and remove on drop).
+//! - `backfill_util`: a time-series source for `dualwrite-backfill`, row digests, running it.
 //! - `bins`: the workspace binaries, built on demand, for tests that run processes.
 //! - `certs`: a throwaway CA and server certificate (openssl).
 //! - `pair`: a source and a target cluster with a fresh database each.
@@ -15,6 +16,7 @@
 //! When a cluster cannot start, the harness panics with the reason and the server log: a test
 //! that needs Postgres never skips itself.
 
+pub mod backfill_util;
 pub mod bins;
 pub mod certs;
 pub mod cluster;
