@@ -7,6 +7,8 @@ use std::process::Output;
 
 use dualwrite_common::PgUrl;
 
+use crate::Error;
+
 /// The tools this crate runs.
 const TOOLS: &[&str] = &["pg_dump", "pg_dumpall", "psql"];
 
@@ -141,6 +143,63 @@ pub fn parse_major(version: &str) -> Option<u32> {
         })
 }
 
+/// Run scripts with psql (`ON_ERROR_STOP`); on failure, the failing statement and error.
+pub async fn restore(
+    tools: &PgTools,
+    target_url: &PgUrl,
+    workdir: &Path,
+    what: &str,
+    files: &[&Path],
+    single_transaction: bool,
+) -> crate::Result<()> {
+    let mut cmd = tools.command("psql", target_url);
+    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--echo-errors"]);
+    if single_transaction {
+        cmd.arg("--single-transaction");
+    }
+    for f in files {
+        cmd.arg("-f").arg(f);
+    }
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot run psql: {e}")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let log = workdir.join(format!("{what}.restore.log"));
+    std::fs::write(&log, &stderr)
+        .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", log.display())))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let failure = psql_failure(&stderr);
+    if single_transaction {
+        Err(Error::Input(format!(
+            "restoring the {what} failed; the transaction was rolled back, nothing of it was written:\n{failure}\n(psql's output: {})",
+            log.display()
+        )))
+    } else {
+        Err(Error::Other(anyhow::anyhow!(
+            "restoring the {what} failed; the target is partly restored (TimescaleDB's restore cannot run in one transaction): recreate the target database before running `schema` again:\n{failure}\n(psql's output: {})",
+            log.display()
+        )))
+    }
+}
+
+/// From psql's stderr, the error and the statement (psql --echo-errors prints both).
+pub fn psql_failure(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.contains("ERROR:") || l.contains("FATAL:"))
+        .unwrap_or(0);
+    let text = lines[first..].join("\n");
+    if text.trim().is_empty() {
+        "psql exited with an error and printed nothing".into()
+    } else {
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +213,14 @@ mod tests {
         );
         assert_eq!(parse_major("psql (PostgreSQL) 17beta1"), Some(17));
         assert_eq!(parse_major("nothing"), None);
+    }
+
+    #[test]
+    fn failure_excerpt() {
+        let stderr = "psql:dump.sql:5: NOTICE:  x\npsql:dump.sql:9: ERROR:  type \"mood\" already exists\npsql:dump.sql:9: STATEMENT:  CREATE TYPE \"public\".\"mood\" AS ENUM (\n    'a'\n);\n";
+        assert_eq!(
+            psql_failure(stderr),
+            "psql:dump.sql:9: ERROR:  type \"mood\" already exists\npsql:dump.sql:9: STATEMENT:  CREATE TYPE \"public\".\"mood\" AS ENUM (\n    'a'\n);"
+        );
     }
 }

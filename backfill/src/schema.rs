@@ -11,12 +11,11 @@ use std::process::ExitCode;
 
 use dualwrite_common::catalog::{self, CatalogError, TableKind, TimeSeriesTable};
 use dualwrite_common::ident::quote_ident;
-use dualwrite_common::PgUrl;
 use tokio_postgres::Client;
 
 use crate::cli::SchemaArgs;
 use crate::pg::{self, PgError, ServerInfo, Side};
-use crate::pgtools::PgTools;
+use crate::pgtools::{self, PgTools};
 use crate::privileges;
 use crate::roles::{self, RoleContext};
 use crate::timescale;
@@ -53,6 +52,8 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
     println!("tools: {} ({})", tools.dir.display(), tools.version);
     let workdir = make_workdir(args.workdir.as_deref())?;
     println!("workdir: {}", workdir.display());
+    // A failures file from an earlier run would be mistaken for this run's.
+    let _ = std::fs::remove_file(workdir.join("privileges-failed.sql"));
     if tsdb.is_some() {
         println!("data left for `copy`: every TimescaleDB chunk (_timescaledb_internal.*)");
     }
@@ -133,7 +134,7 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
         for c in &clean.changes {
             println!("  - {c}");
         }
-        restore(&tools, &target_url, &workdir, "roles", &[&path], true).await?;
+        pgtools::restore(&tools, &target_url, &workdir, "roles", &[&path], true).await?;
         println!("roles: restored");
     }
 
@@ -152,7 +153,7 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
     // 4. Schema and relational data.
     match &tsdb {
         None => {
-            restore(&tools, &target_url, &workdir, "schema", &[&dump], true).await?;
+            pgtools::restore(&tools, &target_url, &workdir, "schema", &[&dump], true).await?;
         }
         Some(ts) => {
             if t.timescaledb.is_none() {
@@ -172,7 +173,7 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
             let post = workdir.join("post_restore.sql");
             write(&pre, &timescale::pre_restore_sql(&ts.target_schema))?;
             write(&post, &timescale::post_restore_sql(&ts.target_schema))?;
-            restore(
+            pgtools::restore(
                 &tools,
                 &target_url,
                 &workdir,
@@ -483,62 +484,6 @@ async fn edit_timescale_dump(
     Ok(moved)
 }
 
-/// Run scripts with psql (`ON_ERROR_STOP`); on failure, the failing statement and error.
-async fn restore(
-    tools: &PgTools,
-    target_url: &PgUrl,
-    workdir: &Path,
-    what: &str,
-    files: &[&Path],
-    single_transaction: bool,
-) -> crate::Result<()> {
-    let mut cmd = tools.command("psql", target_url);
-    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--echo-errors"]);
-    if single_transaction {
-        cmd.arg("--single-transaction");
-    }
-    for f in files {
-        cmd.arg("-f").arg(f);
-    }
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| Error::Other(anyhow::anyhow!("cannot run psql: {e}")))?;
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let log = workdir.join(format!("{what}.restore.log"));
-    write(&log, &stderr)?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let failure = psql_failure(&stderr);
-    if single_transaction {
-        Err(Error::Input(format!(
-            "restoring the {what} failed; the transaction was rolled back, nothing of it was written:\n{failure}\n(psql's output: {})",
-            log.display()
-        )))
-    } else {
-        Err(Error::Other(anyhow::anyhow!(
-            "restoring the {what} failed; the target is partly restored (TimescaleDB's restore cannot run in one transaction): recreate the target database before running `schema` again:\n{failure}\n(psql's output: {})",
-            log.display()
-        )))
-    }
-}
-
-/// From psql's stderr, the error and the statement (psql --echo-errors prints both).
-pub fn psql_failure(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr.lines().collect();
-    let first = lines
-        .iter()
-        .position(|l| l.contains("ERROR:") || l.contains("FATAL:"))
-        .unwrap_or(0);
-    let text = lines[first..].join("\n");
-    if text.trim().is_empty() {
-        "psql exited with an error and printed nothing".into()
-    } else {
-        text
-    }
-}
-
 fn make_workdir(dir: Option<&Path>) -> crate::Result<PathBuf> {
     let dir = match dir {
         Some(d) => d.to_path_buf(),
@@ -620,15 +565,6 @@ mod tests {
                 "\"public\".\"ev*2\"",
                 "\"My\"\"S\".\"log\"",
             ]
-        );
-    }
-
-    #[test]
-    fn failure_excerpt() {
-        let stderr = "psql:dump.sql:5: NOTICE:  x\npsql:dump.sql:9: ERROR:  type \"mood\" already exists\npsql:dump.sql:9: STATEMENT:  CREATE TYPE \"public\".\"mood\" AS ENUM (\n    'a'\n);\n";
-        assert_eq!(
-            psql_failure(stderr),
-            "psql:dump.sql:9: ERROR:  type \"mood\" already exists\npsql:dump.sql:9: STATEMENT:  CREATE TYPE \"public\".\"mood\" AS ENUM (\n    'a'\n);"
         );
     }
 }
