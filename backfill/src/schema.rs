@@ -85,7 +85,8 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
                 s.user
             );
         }
-        tools.run("pg_dumpall", &mut cmd).await.map_err(other)?;
+        let out = tools.run("pg_dumpall", &mut cmd).await.map_err(other)?;
+        keep_log(&workdir.join("roles.pg_dumpall.log"), &out.stderr)?;
     }
     let dump = workdir.join("dump.sql");
     let mut cmd = tools.command("pg_dump", &source_url);
@@ -100,7 +101,8 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
         cmd.arg(format!("--exclude-table-data={pattern}"));
     }
     cmd.arg("-f").arg(&dump);
-    tools.run("pg_dump", &mut cmd).await.map_err(other)?;
+    let out = tools.run("pg_dump", &mut cmd).await.map_err(other)?;
+    keep_log(&workdir.join("dump.pg_dump.log"), &out.stderr)?;
     let grants_raw = workdir.join("privileges.pg_dump.sql");
     let mut cmd = tools.command("pg_dump", &source_url);
     cmd.args([
@@ -448,6 +450,26 @@ async fn edit_timescale_dump(
         script = edited;
         moved = Some((ts.source_schema.clone(), ts.target_schema.clone(), members));
     }
+    // Extensions that exist on the target owned by another role (a managed service's): their
+    // COMMENT ON EXTENSION would stop the restore.
+    if !t.is_superuser {
+        let rows = target
+            .query(
+                "SELECT extname::text FROM pg_extension WHERE extowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)",
+                &[],
+            )
+            .await
+            .map_err(|source| PgError::Query {
+                side: Side::Target,
+                source,
+            })?;
+        let foreign: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        let (edited, dropped) = timescale::drop_extension_comments(&script, &foreign);
+        for ext in dropped {
+            println!("extension {ext}: exists on the target owned by another role; its COMMENT ON EXTENSION is left out");
+        }
+        script = edited;
+    }
     // Job owners the target's login role cannot assign go to --job-owner.
     let mut reassign = BTreeSet::new();
     for owner in timescale::job_owners(&script) {
@@ -505,6 +527,16 @@ fn read(path: &Path) -> crate::Result<String> {
 fn write(path: &Path, text: &str) -> crate::Result<()> {
     std::fs::write(path, text)
         .map_err(|e| Error::Other(anyhow::anyhow!("cannot write {}: {e}", path.display())))
+}
+
+/// Keep a tool's warnings (e.g. TimescaleDB's circular foreign keys, harmless) in the workdir.
+fn keep_log(path: &Path, stderr: &[u8]) -> crate::Result<()> {
+    if stderr.is_empty() {
+        return Ok(());
+    }
+    write(path, &String::from_utf8_lossy(stderr))?;
+    println!("  (warnings in {})", path.display());
+    Ok(())
 }
 
 fn input(e: PgError) -> Error {

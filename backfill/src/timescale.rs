@@ -141,6 +141,35 @@ pub fn rewrite_extension_schema(
     (out, changed)
 }
 
+/// Drop `COMMENT ON EXTENSION` for the extensions in `names` (ones that exist on the target
+/// owned by another role, e.g. created by a managed service: commenting needs ownership).
+/// Returns the edited script and the extensions whose comment was dropped.
+pub fn drop_extension_comments(script: &str, names: &BTreeSet<String>) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(script.len());
+    let mut dropped = Vec::new();
+    let mut skip_newline = false;
+    for piece in sqlscript::split(script) {
+        let mut text = piece.text;
+        if std::mem::take(&mut skip_newline) && piece.kind == PieceKind::Gap {
+            text = text.strip_prefix('\n').unwrap_or(text);
+        }
+        if piece.kind == PieceKind::Statement {
+            let w = sqlscript::words(text);
+            let kw = |i: usize, k: &str| w.get(i).is_some_and(|t| t.is_keyword(text, k));
+            if kw(0, "COMMENT") && kw(1, "ON") && kw(2, "EXTENSION") {
+                let name = w.get(3).map(|t| sqlscript::ident_value(text, t));
+                if let Some(name) = name.filter(|n| names.contains(n)) {
+                    dropped.push(name);
+                    skip_newline = true;
+                    continue;
+                }
+            }
+        }
+        out.push_str(text);
+    }
+    (out, dropped)
+}
+
 /// The owners of the background jobs in a dump's `COPY _timescaledb_config.bgw_job` data.
 pub fn job_owners(script: &str) -> BTreeSet<String> {
     let mut owners = BTreeSet::new();
@@ -336,6 +365,23 @@ mod tests {
             COMMENT ON VIEW \"public\".\"v\" IS 'uses \"tsdb\".\"time_bucket\"';\n\
             COPY \"public\".\"t\" (\"a\") FROM stdin;\n\"tsdb\".\"time_bucket\"\n\\.\n"
         );
+    }
+
+    #[test]
+    fn drops_comments_on_foreign_extensions() {
+        let dump = "CREATE EXTENSION IF NOT EXISTS \"timescaledb\" WITH SCHEMA \"public\";\n\
+            COMMENT ON EXTENSION \"timescaledb\" IS 'Enables scalable inserts; and more';\n\
+            COMMENT ON EXTENSION \"pg_trgm\" IS 'trigrams';\n\
+            COMMENT ON TABLE \"public\".\"timescaledb\" IS 'kept';\n";
+        let names: BTreeSet<String> = ["timescaledb".to_string()].into_iter().collect();
+        let (out, dropped) = drop_extension_comments(dump, &names);
+        assert_eq!(
+            out,
+            "CREATE EXTENSION IF NOT EXISTS \"timescaledb\" WITH SCHEMA \"public\";\n\
+            COMMENT ON EXTENSION \"pg_trgm\" IS 'trigrams';\n\
+            COMMENT ON TABLE \"public\".\"timescaledb\" IS 'kept';\n"
+        );
+        assert_eq!(dropped, vec!["timescaledb"]);
     }
 
     #[test]
