@@ -179,6 +179,10 @@ pub struct LiveConfig {
     pub shadow_reads: Option<f64>,
 }
 
+async fn get_shadow(State(shared): State<Arc<Shared>>) -> Json<crate::shadow::ShadowReport> {
+    Json(shared.shadow.report())
+}
+
 async fn post_config(
     State(shared): State<Arc<Shared>>,
     Json(req): Json<LiveConfig>,
@@ -196,9 +200,6 @@ pub fn apply_live(shared: &Shared, req: &LiveConfig) -> Result<(), String> {
     if let Some(rate) = req.shadow_reads {
         if !(0.0..=1.0).contains(&rate) {
             return Err("shadow_reads must be between 0.0 and 1.0".into());
-        }
-        if rate > 0.0 && !crate::config::SHADOW_READS_READY {
-            return Err("shadow reads are not available in this build".into());
         }
         if rate > 0.0 && current.target.is_none() {
             return Err("shadow_reads needs a [target]".into());
@@ -230,6 +231,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         .route("/status", get(get_status))
         .route("/cutover", post(post_cutover))
         .route("/config", post(post_config))
+        .route("/shadow", get(get_shadow))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

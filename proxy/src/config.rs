@@ -259,9 +259,6 @@ pub enum ConfigError {
     Secret(#[from] secret::SecretError),
 }
 
-/// Whether this build can shadow reads.
-pub const SHADOW_READS_READY: bool = false;
-
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Key {
         key: key.to_string(),
@@ -386,12 +383,6 @@ impl Settings {
         }
         if !(0.0..=1.0).contains(&file.shadow_reads) {
             return Err(key_err("shadow_reads", "must be between 0.0 and 1.0"));
-        }
-        if file.shadow_reads > 0.0 && !SHADOW_READS_READY {
-            return Err(key_err(
-                "shadow_reads",
-                "shadow reads are not available in this build; use 0.0",
-            ));
         }
         if file.shadow_reads > 0.0 && file.target.is_none() {
             return Err(key_err(

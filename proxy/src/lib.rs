@@ -42,6 +42,7 @@ pub mod replay;
 pub mod secondary;
 pub mod server;
 pub mod session;
+pub mod shadow;
 pub mod state;
 pub mod tls;
 pub mod unit;

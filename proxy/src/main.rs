@@ -61,6 +61,15 @@ enum Command {
         #[command(subcommand)]
         action: JournalAction,
     },
+    /// Shadow reads of a running proxy: per statement, executions, mismatches by kind and
+    /// p50/p95/p99 latency on primary and secondary.
+    Shadow {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Change `mode` and/or `shadow_reads` of a running proxy (persisted like a cutover).
     Set {
         #[arg(long, short)]
@@ -178,6 +187,11 @@ async fn real_main(cli: Cli) -> ExitCode {
         }
         Command::Journal { action } => journal(action).await,
         Command::Status { config } => admin_call(&config, "GET", "/status", None).await,
+        Command::Shadow { config, json: true } => admin_call(&config, "GET", "/shadow", None).await,
+        Command::Shadow {
+            config,
+            json: false,
+        } => shadow_table(&config).await,
         Command::Cutover {
             config,
             to,
@@ -349,6 +363,39 @@ async fn admin_call(
                 eprintln!("error ({code}): {pretty}");
                 ExitCode::FAILURE
             }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `shadow`: the report as a table.
+async fn shadow_table(config: &std::path::Path) -> ExitCode {
+    let addr = match admin_addr(config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match dualwrite_proxy::admin_client::request(addr, "GET", "/shadow", None).await {
+        Ok((200, text)) => {
+            match serde_json::from_str::<dualwrite_proxy::shadow::ShadowReport>(&text) {
+                Ok(r) => {
+                    print!("{}", dualwrite_proxy::shadow::render(&r));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: unexpected answer from the proxy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Ok((code, text)) => {
+            eprintln!("error ({code}): {text}");
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -20,10 +20,21 @@ pub enum ResultKind {
 pub struct StatementResult {
     pub kind: ResultKind,
     pub rows: u64,
+    /// Order-sensitive digest of the returned rows.
     pub digest: u64,
+    /// Order-insensitive digest of the returned rows (sum of per-row hashes).
+    pub unordered: u64,
+    /// Digest of the row description (names, types, formats), 0 when none was sent.
+    pub types: u64,
 }
 
 impl StatementResult {
+    /// Same outcome, rows and rows digest (what a write's divergence check compares; row
+    /// descriptions are not, since a client's Describe is not replayed).
+    pub fn same_write(&self, other: &StatementResult) -> bool {
+        self.kind == other.kind && self.rows == other.rows && self.digest == other.digest
+    }
+
     /// A short text for logs and divergence records.
     pub fn describe(&self) -> String {
         match &self.kind {
@@ -46,6 +57,10 @@ pub struct Outcome {
     pub status_after: u8,
     /// A CopyInResponse was seen (the backend waits for COPY data).
     pub copy_in: bool,
+    /// From sending the unit to its ReadyForQuery (set for units routed to the secondary).
+    pub elapsed: std::time::Duration,
+    /// The first returned rows (DataRow bodies), kept for shadow-read mismatch logs.
+    pub sample: Vec<bytes::Bytes>,
 }
 
 impl Outcome {
@@ -70,6 +85,48 @@ pub struct Collector {
     outcome: Outcome,
     rows: u64,
     hasher: Option<std::collections::hash_map::DefaultHasher>,
+    unordered: u64,
+    types: u64,
+    keep: bool,
+}
+
+/// Rows kept per outcome when sampling (see [`Collector::keep_rows`]).
+const SAMPLE_ROWS: usize = 20;
+/// Larger rows are not kept.
+const SAMPLE_ROW_BYTES: usize = 2048;
+
+/// First OID of user-defined objects: their OIDs differ between two databases.
+const FIRST_NORMAL_OID: u32 = 16384;
+
+/// Digest of a RowDescription without what legitimately differs between two databases
+/// (table OIDs, column numbers, OIDs of user-defined types).
+pub fn types_digest(body: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let n = body
+        .get(..2)
+        .map(|b| i16::from_be_bytes([b[0], b[1]]))
+        .unwrap_or(0);
+    let mut pos = 2;
+    h.write_i16(n);
+    for _ in 0..n.max(0) {
+        let Some(end) = body[pos.min(body.len())..].iter().position(|c| *c == 0) else {
+            break;
+        };
+        h.write(&body[pos..pos + end]);
+        pos += end + 1;
+        let Some(f) = body.get(pos..pos + 18) else {
+            break;
+        };
+        let type_oid = u32::from_be_bytes([f[6], f[7], f[8], f[9]]);
+        h.write_u32(if type_oid >= FIRST_NORMAL_OID {
+            0
+        } else {
+            type_oid
+        });
+        h.write(&f[10..18]); // typlen, typmod, format
+        pos += 18;
+    }
+    h.finish() | 1
 }
 
 /// Backend message tags an outcome needs to see whole.
@@ -77,7 +134,7 @@ pub fn wanted(tag: u8, with_rows: bool) -> bool {
     matches!(
         tag,
         b::READY_FOR_QUERY | b::ERROR_RESPONSE | b::COMMAND_COMPLETE | b'I' | b's' | b'G'
-    ) || (with_rows && tag == b'D')
+    ) || (with_rows && matches!(tag, b'D' | b'T'))
 }
 
 impl Collector {
@@ -88,6 +145,14 @@ impl Collector {
         };
         self.rows = 0;
         self.hasher = None;
+        self.unordered = 0;
+        self.types = 0;
+        self.keep = false;
+    }
+
+    /// Keep the first rows of this outcome (for shadow reads).
+    pub fn keep_rows(&mut self, keep: bool) {
+        self.keep = keep;
     }
 
     fn close(&mut self, kind: ResultKind) {
@@ -96,8 +161,12 @@ impl Collector {
             kind,
             rows: self.rows,
             digest,
+            unordered: self.unordered,
+            types: self.types,
         });
         self.rows = 0;
+        self.unordered = 0;
+        self.types = 0;
     }
 
     /// Feed one whole message. Returns the finished outcome at ReadyForQuery.
@@ -106,7 +175,19 @@ impl Collector {
             b'D' => {
                 self.rows += 1;
                 self.hasher.get_or_insert_with(Default::default).write(body);
+                let mut row = std::collections::hash_map::DefaultHasher::new();
+                row.write(body);
+                self.unordered = self.unordered.wrapping_add(row.finish());
+                if self.keep
+                    && self.outcome.sample.len() < SAMPLE_ROWS
+                    && body.len() <= SAMPLE_ROW_BYTES
+                {
+                    self.outcome
+                        .sample
+                        .push(bytes::Bytes::copy_from_slice(body));
+                }
             }
+            b'T' => self.types = types_digest(body),
             b::COMMAND_COMPLETE => {
                 let end = body.iter().position(|c| *c == 0).unwrap_or(body.len());
                 self.close(ResultKind::Tag(

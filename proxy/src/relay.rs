@@ -64,6 +64,8 @@ struct Pending {
     sent: Instant,
     /// The unit has steps queued for the secondary, which waits for its outcome.
     dual: bool,
+    /// The unit is a shadow-read sample (its first rows are kept for mismatch logs).
+    shadow: bool,
     /// A Sync sent while an extended-protocol COPY FROM STDIN may be running: if the COPY
     /// started, the server ignores it and answers the next Sync instead.
     maybe_ignored: bool,
@@ -208,6 +210,7 @@ async fn client_to_backend(
     secondary: Option<&Secondary>,
 ) -> End {
     let max = shared.settings().max_message_bytes;
+    let shadow_queue = shared.settings().shadow_queue;
     let m = &shared.metrics;
     // Created once: polling a fresh `cancelled()` per message would register and unregister a
     // waiter on a token every session shares.
@@ -302,6 +305,7 @@ async fn client_to_backend(
                             .push_back(Pending {
                                 sent: Instant::now(),
                                 dual: false,
+                                shadow: false,
                                 maybe_ignored: sync_ignored,
                             });
                     }
@@ -326,11 +330,24 @@ async fn client_to_backend(
         if pos > 0 {
             let chunk = buf.split_to(pos).freeze();
             if secondary.is_some() {
+                builder.shadow_rate = shared.shadow.rate();
                 // Route before forwarding, so each unit's entry is queued before its answer.
                 for &(tag, start, len) in &frames {
                     let frame = chunk.slice(start..start + len);
                     let before = items.len();
                     let boundary = builder.push(tag, &frame, &mut items);
+                    // A shadow sample past the queue bound is dropped here, before its
+                    // answer is routed to the secondary.
+                    let mut shadow = false;
+                    if let Some(Item::Unit(u)) = items.last() {
+                        if u.shadow && items.len() > before {
+                            if shared.shadow.admit(shadow_queue) {
+                                shadow = true;
+                            } else {
+                                items.pop();
+                            }
+                        }
+                    }
                     dual_since_boundary |=
                         items[before..].iter().any(|i| matches!(i, Item::Unit(_)));
                     if boundary {
@@ -345,6 +362,7 @@ async fn client_to_backend(
                             .push_back(Pending {
                                 sent: Instant::now(),
                                 dual: dual_since_boundary,
+                                shadow,
                                 maybe_ignored,
                             });
                         m.routed(dual_since_boundary);
@@ -393,17 +411,29 @@ async fn backend_to_client(
     collector.begin(status);
     // Whether the unit being answered is dual-written (its returned rows are digested).
     let with_rows = Cell::new(false);
-    let front_is_dual = || {
+    // (dual, shadow) of the unit being answered.
+    let front_kind = || {
         flow.queue
             .lock()
             .expect("lock poisoned")
             .front()
-            .is_some_and(|p| p.dual)
+            .map(|p| (p.dual, p.shadow))
+            .unwrap_or_default()
     };
-    with_rows.set(secondary.is_some() && front_is_dual());
+    let (dual, shadow) = front_kind();
+    with_rows.set(secondary.is_some() && dual);
+    collector.keep_rows(shadow);
     // The server entered copy-in mode for the unit being answered.
     let mut copy_started = false;
+    // No message of the unit being answered has been seen yet: its entry may have been
+    // queued after the last ReadyForQuery, so its kind is looked up again before scanning.
+    let fresh = Cell::new(true);
     loop {
+        if secondary.is_some() && fresh.get() {
+            let (dual, shadow) = front_kind();
+            with_rows.set(dual);
+            collector.keep_rows(shadow);
+        }
         let mut ready = 0usize;
         let mut errors = 0u64;
         let scanned = scanner.scan(
@@ -418,6 +448,7 @@ async fn backend_to_client(
                     }
             },
             |t, body| {
+                fresh.set(false);
                 if t == b::ERROR_RESPONSE {
                     errors += 1;
                 }
@@ -450,13 +481,17 @@ async fn backend_to_client(
                     if let Some(p) = &front {
                         m.statement_duration.record(p.sent.elapsed().as_secs_f64());
                     }
-                    if let (Some(sec), Some(o), Some(p)) = (secondary, done, front) {
+                    if let (Some(sec), Some(mut o), Some(p)) = (secondary, done, front) {
                         if p.dual {
+                            o.elapsed = p.sent.elapsed();
                             sec.outcome(o);
                         }
                     }
                     collector.begin(status);
-                    with_rows.set(secondary.is_some() && front_is_dual());
+                    let (dual, shadow) = front_kind();
+                    with_rows.set(secondary.is_some() && dual);
+                    collector.keep_rows(shadow);
+                    fresh.set(true);
                 }
                 Ok(())
             },

@@ -86,6 +86,7 @@ impl Secondary {
             next_connect: Instant::now(),
             copy: None,
             queued_bytes: queued_bytes.clone(),
+            side_conn: None,
         };
         let dual_queue = worker.shared.clone();
         tokio::spawn(worker.run(items_rx, swap_rx));
@@ -109,6 +110,19 @@ impl Secondary {
             Item::Unit(u) => u.bytes,
             Item::CopyData(b) | Item::CopyEnd(b) => b.len(),
         };
+        if matches!(&item, Item::Unit(u) if u.shadow) {
+            // Shadow samples are bounded by the shadow queue, never by the lag bound: they
+            // must not hold the client.
+            self.queued_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            self.dual_queue.dual.queue_add();
+            metrics::gauge!("dualwrite_secondary_lag_bytes").increment(bytes as f64);
+            let _ = self.items.send(Queued {
+                item,
+                _permit: None,
+                bytes,
+            });
+            return;
+        }
         let want = bytes.clamp(1, self.max_lag) as u32;
         let permit = match self.on_lag {
             OnLag::Backpressure => self.lag.clone().acquire_many_owned(want).await.ok(),
@@ -226,6 +240,9 @@ struct Worker {
     next_connect: Instant,
     copy: Option<CopyState>,
     queued_bytes: Arc<AtomicU64>,
+    /// A separate secondary session for shadow reads the session's own can't run, with the
+    /// statements it has.
+    side_conn: Option<(Conn, HashMap<String, u64>)>,
 }
 
 enum Action {
@@ -260,6 +277,12 @@ impl Worker {
                 }
             }
             match q.item {
+                Item::Unit(u) if u.shadow => {
+                    if let Some(o) = self.outcomes.recv().await {
+                        self.shadow(u, o).await;
+                    }
+                    self.shared.shadow.done();
+                }
                 Item::Unit(u) if u.copy_in => self.copy_start(u).await,
                 Item::Unit(u) => match self.outcomes.recv().await {
                     Some(o) => self.unit(u, o).await,
@@ -320,6 +343,17 @@ impl Worker {
     }
 
     async fn connect(&mut self) {
+        if let Some(conn) = self.open_conn().await {
+            self.statements.clear();
+            self.sec_status = b'I';
+            self.backoff = self.shared.settings().reconnect_backoff;
+            self.conn = Some(conn);
+            debug!("secondary session open");
+        }
+    }
+
+    /// A new secondary session as the client's user, with the session's state restored.
+    async fn open_conn(&mut self) -> Option<Conn> {
         let settings = self.shared.settings();
         let password = settings
             .users
@@ -347,8 +381,6 @@ impl Worker {
                     buf: c.leftover,
                     key: c.key,
                 };
-                self.statements.clear();
-                self.sec_status = b'I';
                 for stmt in self.prelude.clone() {
                     let mut q = BytesMut::new();
                     let mut body = stmt.into_bytes();
@@ -356,19 +388,178 @@ impl Worker {
                     protocol::frontend_message(&mut q, f::QUERY, &body);
                     if let Err(e) = roundtrip(&mut conn, &q).await {
                         warn!(error = %e.0, "secondary: restoring session state failed");
-                        return;
+                        return None;
                     }
                 }
-                self.backoff = settings.reconnect_backoff;
-                self.conn = Some(conn);
-                debug!("secondary session open");
+                Some(conn)
             }
             Err(e) => {
                 warn!(error = %e, retry_in = ?self.backoff, "secondary unreachable");
                 self.next_connect = Instant::now() + self.backoff;
                 self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+                None
             }
         }
+    }
+
+    /// Run a shadow-read sample on the secondary and compare it with the primary's answer.
+    async fn shadow(&mut self, u: Unit, primary: Outcome) {
+        use crate::shadow::Context;
+        if !self.shared.dual.attached() || self.lag_detached.load(Ordering::Acquire) {
+            self.shared.shadow.skip("detached");
+            return;
+        }
+        if self.conn.is_none()
+            && primary.status_before == b'I'
+            && Instant::now() >= self.next_connect
+        {
+            self.connect().await;
+        }
+        let own = self.conn.is_some() && self.txn_failed.is_none() && self.sec_status != b'E';
+        let mut out = BytesMut::with_capacity(u.bytes + 64);
+        let started;
+        let answer = if own {
+            let in_txn = self.sec_status == b'T';
+            if in_txn {
+                // Under a savepoint, so that a failing read cannot abort the transaction
+                // the client's next writes go to.
+                if let Err(Lost(why)) = self.simple("SAVEPOINT _dualwrite_shadow").await {
+                    self.lost(&why);
+                    self.shared.shadow.skip("unreachable");
+                    return;
+                }
+            }
+            let parsed = self.encode_steps(&u.steps, &mut out);
+            let conn = self.conn.as_mut().expect("checked above");
+            started = Instant::now();
+            let answer = roundtrip(conn, &out).await;
+            let elapsed = started.elapsed();
+            match answer {
+                Ok(o) => {
+                    self.sec_status = o.status_after;
+                    if o.error().is_some() {
+                        for name in parsed {
+                            self.statements.remove(&name);
+                        }
+                        self.statements.remove("");
+                    }
+                    if in_txn {
+                        let end = if o.error().is_some() {
+                            "ROLLBACK TO SAVEPOINT _dualwrite_shadow; RELEASE SAVEPOINT _dualwrite_shadow"
+                        } else {
+                            "RELEASE SAVEPOINT _dualwrite_shadow"
+                        };
+                        if let Err(Lost(why)) = self.simple(end).await {
+                            self.lost(&why);
+                        }
+                    }
+                    let ctx = if in_txn {
+                        Context::Transaction
+                    } else {
+                        Context::Session
+                    };
+                    Some((o, elapsed, ctx))
+                }
+                Err(Lost(why)) => {
+                    // The read may have been in the client's transaction: the secondary lost
+                    // it, and the transaction's later writes are journaled.
+                    self.lost(&why);
+                    if self.sec_status != b'I' || primary.status_before != b'I' {
+                        self.txn_failed
+                            .get_or_insert_with(|| format!("secondary connection lost: {why}"));
+                    }
+                    None
+                }
+            }
+        } else {
+            self.shadow_separate(&u).await
+        };
+        let Some((secondary, elapsed, ctx)) = answer else {
+            self.shared.shadow.skip("unreachable");
+            return;
+        };
+        let log_params = self.shared.settings().shadow_log_params;
+        let params = if log_params {
+            crate::journal::describe(&out).join("; ")
+        } else {
+            String::new()
+        };
+        self.shared.shadow.record(
+            &u.text, &u.results, &primary, &secondary, elapsed, ctx, log_params, &params,
+        );
+    }
+
+    /// A shadow read on the separate session (opened on first use).
+    async fn shadow_separate(
+        &mut self,
+        u: &Unit,
+    ) -> Option<(Outcome, Duration, crate::shadow::Context)> {
+        if self.side_conn.is_none() {
+            let conn = self.open_conn().await?;
+            self.side_conn = Some((conn, HashMap::new()));
+        }
+        let (mut conn, mut statements) = self.side_conn.take()?;
+        let mut out = BytesMut::new();
+        for step in &u.steps {
+            match step {
+                Step::Raw(b) => out.extend_from_slice(b),
+                Step::Parse {
+                    statement,
+                    generation,
+                    parse,
+                }
+                | Step::Bind {
+                    statement,
+                    generation,
+                    parse,
+                    ..
+                } => {
+                    if statements.get(statement) != Some(generation) {
+                        if !statement.is_empty() && statements.contains_key(statement) {
+                            let mut body = vec![b'S'];
+                            body.extend_from_slice(statement.as_bytes());
+                            body.push(0);
+                            protocol::frontend_message(&mut out, f::CLOSE, &body);
+                        }
+                        out.extend_from_slice(parse);
+                        statements.insert(statement.clone(), *generation);
+                    }
+                    if let Step::Bind { bind, .. } = step {
+                        out.extend_from_slice(bind);
+                    }
+                }
+            }
+        }
+        let started = Instant::now();
+        match roundtrip(&mut conn, &out).await {
+            Ok(o) => {
+                let elapsed = started.elapsed();
+                if o.error().is_some() {
+                    statements.clear();
+                    // Forget what may not exist; a fresh session next time keeps it simple.
+                    let _ = conn.writer.write_all(b"X\0\0\0\x04").await;
+                } else {
+                    self.side_conn = Some((conn, statements));
+                }
+                Some((o, elapsed, crate::shadow::Context::Separate))
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Run one simple query on the session's secondary connection.
+    async fn simple(&mut self, sql: &str) -> Result<Outcome, Lost> {
+        let mut q = BytesMut::new();
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        protocol::frontend_message(&mut q, f::QUERY, &body);
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Lost("not connected".into()))?;
+        let o = roundtrip(conn, &q).await?;
+        self.sec_status = o.status_after;
+        Ok(o)
     }
 
     fn lost(&mut self, why: &str) {
@@ -582,7 +773,7 @@ impl Worker {
             let (Some(p), Some(s)) = (primary.results.get(pi), secondary.results.get(i)) else {
                 continue;
             };
-            if p != s {
+            if !p.same_write(s) {
                 self.shared.dual.divergences.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("dualwrite_divergences_total").increment(1);
                 let (pd, sd) = (p.describe(), s.describe());

@@ -37,6 +37,8 @@ pub struct Shared {
     pub state_from: String,
     /// Where the secondary's missed writes go (open whenever a target is configured).
     pub journal: Option<Journal>,
+    /// Shadow reads: sampling rate, queue bound, per-statement comparison results.
+    pub shadow: crate::shadow::Shadow,
     next_id: AtomicU64,
 }
 
@@ -54,7 +56,9 @@ impl Shared {
     }
 
     /// Live change of the shadow sampling rate.
-    pub fn apply_shadow_rate(&self, _rate: f64) {}
+    pub fn apply_shadow_rate(&self, rate: f64) {
+        self.shadow.set_rate(rate);
+    }
 
     pub fn client_connections(&self) -> usize {
         let s = self.settings();
@@ -139,6 +143,7 @@ impl Proxy {
             gate,
             dual,
             journal,
+            shadow: crate::shadow::Shadow::new(settings.shadow_reads),
             connection_slots: Arc::new(Semaphore::new(settings.max_client_connections)),
             settings: RwLock::new(Arc::new(settings)),
             metrics: Metrics::default(),

@@ -67,6 +67,8 @@ pub struct Unit {
     /// First statement text, for logs and warnings.
     pub text: String,
     pub bytes: usize,
+    /// A sampled read, run on the secondary only to compare answers (see `shadow`).
+    pub shadow: bool,
 }
 
 /// An item on a session's secondary queue.
@@ -88,6 +90,18 @@ struct Statement {
     class: classify::Classification,
 }
 
+/// A read batch being considered for shadowing, up to its Sync.
+#[derive(Default)]
+struct ShadowDraft {
+    /// Whether this batch was sampled (decided at its first read Bind).
+    picked: Option<bool>,
+    /// Something in the batch can't be shadowed faithfully.
+    spoiled: bool,
+    /// The unnamed portal was bound in this batch.
+    bound: bool,
+    unit: Unit,
+}
+
 /// Per-session classification state for the extended protocol.
 #[derive(Default)]
 pub struct Builder {
@@ -98,6 +112,10 @@ pub struct Builder {
     current: Unit,
     executes: usize,
     in_copy: bool,
+    /// Fraction of reads to shadow (set by the relay from the live settings).
+    pub shadow_rate: f64,
+    rng: u64,
+    draft: ShadowDraft,
 }
 
 fn text_of(body: &[u8]) -> String {
@@ -168,6 +186,15 @@ impl Builder {
                     unit.copy_in = class.copy_from_stdin;
                     self.in_copy = class.copy_from_stdin;
                     out.push(Item::Unit(unit));
+                } else if class.statements > 0 && !is_copy(&text) && self.sample() {
+                    out.push(Item::Unit(Unit {
+                        steps: vec![Step::Raw(frame.clone())],
+                        results: (0..class.statements).collect(),
+                        text,
+                        bytes: frame.len(),
+                        shadow: true,
+                        ..Unit::default()
+                    }));
                 }
                 true
             }
@@ -236,7 +263,9 @@ impl Builder {
                         self.current.bytes += s.parse.len() + frame.len();
                         self.portals.insert(portal, Some(stmt));
                     }
-                    _ => {
+                    known => {
+                        let read = known.cloned();
+                        self.shadow_bind(read, &stmt, &portal, frame);
                         self.portals.insert(portal, None);
                     }
                 }
@@ -248,6 +277,9 @@ impl Builder {
                     .unwrap_or_default();
                 let index = self.executes;
                 self.executes += 1;
+                if !matches!(self.portals.get(&portal), Some(Some(_))) {
+                    self.shadow_execute(&portal, body, frame, index);
+                }
                 if let Some(Some(stmt)) = self.portals.get(&portal) {
                     let s = self.statements.get(stmt).cloned();
                     self.current.steps.push(Step::Raw(frame.clone()));
@@ -288,7 +320,20 @@ impl Builder {
             }
             f::SYNC => {
                 let mut unit = std::mem::take(&mut self.current);
+                let draft = std::mem::take(&mut self.draft);
                 self.executes = 0;
+                if unit.steps.is_empty()
+                    && draft.picked == Some(true)
+                    && !draft.spoiled
+                    && !draft.unit.results.is_empty()
+                {
+                    let mut shadow = draft.unit;
+                    shadow.steps.push(Step::Raw(frame.clone()));
+                    shadow.bytes += frame.len();
+                    shadow.shadow = true;
+                    out.push(Item::Unit(shadow));
+                    return true;
+                }
                 if !unit.steps.is_empty() {
                     unit.steps.push(Step::Raw(frame.clone()));
                     unit.bytes += frame.len();
@@ -328,7 +373,86 @@ impl Builder {
     fn reset_unit(&mut self) {
         self.current = Unit::default();
         self.executes = 0;
+        self.draft = ShadowDraft::default();
     }
+
+    /// Whether to shadow this read (xorshift; seeded once per session).
+    fn sample(&mut self) -> bool {
+        if self.shadow_rate <= 0.0 {
+            return false;
+        }
+        if self.shadow_rate >= 1.0 {
+            return true;
+        }
+        if self.rng == 0 {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            self.rng = (t ^ (self as *const Builder as u64).rotate_left(32)) | 1;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        ((self.rng >> 11) as f64 / (1u64 << 53) as f64) < self.shadow_rate
+    }
+
+    /// A Bind of a statement that stays on the primary: part of a shadow sample if picked.
+    fn shadow_bind(&mut self, read: Option<Statement>, stmt: &str, portal: &str, frame: &Bytes) {
+        if self.shadow_rate <= 0.0 && self.draft.picked.is_none() {
+            return;
+        }
+        if self.draft.picked.is_none() {
+            let pick = self.sample();
+            self.draft.picked = Some(pick);
+        }
+        if self.draft.picked != Some(true) {
+            return;
+        }
+        match read {
+            Some(s) if portal.is_empty() && !s.class.copy_from_stdin && !is_copy(&s.text) => {
+                let d = &mut self.draft;
+                if d.unit.text.is_empty() {
+                    d.unit.text = s.text.chars().take(2000).collect();
+                }
+                d.unit.steps.push(Step::Bind {
+                    statement: stmt.to_string(),
+                    generation: s.generation,
+                    parse: s.parse.clone(),
+                    bind: frame.clone(),
+                });
+                d.unit.bytes += s.parse.len() + frame.len();
+                d.bound = true;
+            }
+            _ => self.draft.spoiled = true,
+        }
+    }
+
+    /// An Execute of a portal that stays on the primary.
+    fn shadow_execute(&mut self, portal: &str, body: &[u8], frame: &Bytes, index: usize) {
+        let d = &mut self.draft;
+        if d.picked != Some(true) || d.spoiled {
+            return;
+        }
+        // Only the unnamed portal bound in this batch, run to completion.
+        let max_rows = cstr(body)
+            .and_then(|(_, rest)| rest.get(..4))
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(-1);
+        if !portal.is_empty() || !d.bound || max_rows != 0 {
+            d.spoiled = true;
+            return;
+        }
+        d.unit.steps.push(Step::Raw(frame.clone()));
+        d.unit.bytes += frame.len();
+        d.unit.results.push(index);
+    }
+}
+
+/// COPY ... TO STDOUT streams data the shadow comparison does not digest: not sampled.
+fn is_copy(text: &str) -> bool {
+    let t = text.trim_start();
+    t.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("copy"))
 }
 
 fn single_tx(class: &classify::Classification) -> Option<TxControl> {

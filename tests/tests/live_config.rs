@@ -46,12 +46,19 @@ async fn mode_changes_apply_live() {
     let status: serde_json::Value =
         serde_json::from_str(&proxy.admin_get("/status").await).unwrap();
     assert_eq!(status["mode"], "dual-write", "{status}");
-    // Refused, with a reason: shadow reads are not in this build; an unknown key.
+    // Shadow rate applies live; an out-of-range rate and an unknown key are refused.
     let (code, body) = proxy
         .admin_post("/config", r#"{"shadow_reads": 0.5}"#)
         .await;
+    assert_eq!(code, 200, "{body}");
+    let shadow: serde_json::Value =
+        serde_json::from_str(&proxy.admin_get("/shadow").await).unwrap();
+    assert_eq!(shadow["sample_rate"], 0.5, "{shadow}");
+    let (code, body) = proxy
+        .admin_post("/config", r#"{"shadow_reads": 1.5}"#)
+        .await;
     assert_eq!(code, 409, "{body}");
-    assert!(body.contains("shadow reads"), "{body}");
+    assert!(body.contains("shadow_reads"), "{body}");
     let (code, _) = proxy
         .admin_post("/config", r#"{"listen": "0.0.0.0:1"}"#)
         .await;

@@ -1,0 +1,207 @@
+//! Shadow reads: sampled reads also run on the target and are compared, off the client's path.
+//! Identical data gives zero mismatches; each injected difference is reported against the
+//! right statement with the right kind; the client's results are the primary's, unchanged.
+
+use std::time::Duration;
+
+use dualwrite_proxy::shadow::ShadowReport;
+use dualwrite_tests::proxy::DualWrite;
+
+async fn report(d: &DualWrite) -> ShadowReport {
+    serde_json::from_str(&d.proxy.admin_get("/shadow").await).expect("/shadow is a report")
+}
+
+/// Wait until `n` samples have been compared (the comparison runs after the client's answer).
+async fn settled(d: &DualWrite, n: u64) -> ShadowReport {
+    for _ in 0..200 {
+        let r = report(d).await;
+        if r.executions >= n && r.in_flight == 0 {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("shadow samples never reached {n}: {:#?}", report(d).await);
+}
+
+fn statement<'a>(r: &'a ShadowReport, text: &str) -> &'a dualwrite_proxy::shadow::StatementReport {
+    r.statements
+        .iter()
+        .find(|s| s.statement == text)
+        .unwrap_or_else(|| panic!("no statement {text:?} in {r:#?}"))
+}
+
+fn kinds(s: &dualwrite_proxy::shadow::StatementReport) -> Vec<&str> {
+    s.mismatches.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_reads_find_each_kind_of_difference_and_nothing_else() {
+    let d = DualWrite::start_with("shadow_reads = 1.0", "").await;
+    d.both(
+        "CREATE TABLE items (id int PRIMARY KEY, v text, g int NOT NULL DEFAULT 0);
+         INSERT INTO items (id, v) SELECT i, 'v' || i FROM generate_series(1, 100) i;
+         CREATE TABLE piles (id int, g int NOT NULL DEFAULT 0);
+         GRANT ALL ON items, piles TO app",
+    );
+    // Same rows, stored in opposite orders: a plain scan returns them in different orders.
+    d.source.psql(
+        "app",
+        "INSERT INTO piles (id) SELECT i FROM generate_series(1, 10) i",
+    );
+    d.target.psql(
+        "app",
+        "INSERT INTO piles (id) SELECT i FROM generate_series(10, 1, -1) i",
+    );
+    let c = d.client().await;
+
+    // Identical data: simple and extended protocol, in and out of transactions.
+    let by_id = c
+        .prepare("SELECT v FROM items WHERE id = $1")
+        .await
+        .unwrap();
+    for id in 1..=40 {
+        let row = c.query_one(&by_id, &[&id]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), format!("v{id}"));
+    }
+    c.simple_query("SELECT count(*) FROM items").await.unwrap();
+    c.batch_execute("BEGIN; INSERT INTO items (id, v) VALUES (101, 'in txn')")
+        .await
+        .unwrap();
+    // Inside the transaction the target's session sees the transaction's own write.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM items WHERE id > 100", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    c.batch_execute("COMMIT").await.unwrap();
+    let r = settled(&d, 42).await;
+    assert_eq!(r.mismatches, vec![], "{r:#?}");
+    let s = statement(&r, "SELECT v FROM items WHERE id = $1");
+    assert_eq!(s.executions, 40);
+    assert!(s.primary_ms.p50 > 0.0 && s.secondary_ms.p99 > 0.0, "{s:#?}");
+
+    // Same rows in another order: fine without ORDER BY, a mismatch with it.
+    let plain = c.query("SELECT id FROM piles", &[]).await.unwrap();
+    assert_eq!(plain.len(), 10);
+    c.query("SELECT id FROM piles ORDER BY g", &[])
+        .await
+        .unwrap();
+    // A row only the source has.
+    d.source.psql(
+        "app",
+        "INSERT INTO items (id, v) VALUES (1000, 'source only')",
+    );
+    let rows = c
+        .query("SELECT id, v FROM items WHERE id >= 1000", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the client gets the primary's answer");
+    c.simple_query("SELECT sum(id) FROM items").await.unwrap();
+    // A table only the source has: an error on the target only.
+    d.source.psql(
+        "app",
+        "CREATE TABLE only_here (x int); GRANT ALL ON only_here TO app",
+    );
+    c.simple_query("SELECT * FROM only_here").await.unwrap();
+    // Different column types.
+    d.source.psql(
+        "app",
+        "CREATE TABLE typed (x bigint); GRANT ALL ON typed TO app",
+    );
+    d.target.psql(
+        "app",
+        "CREATE TABLE typed (x int); GRANT ALL ON typed TO app",
+    );
+    c.simple_query("SELECT x FROM typed").await.unwrap();
+
+    let r = settled(&d, 48).await;
+    let plain = statement(&r, "SELECT id FROM piles");
+    let ordered = statement(&r, "SELECT id FROM piles ORDER BY g");
+    assert_eq!(kinds(ordered), ["order"], "{r:#?}");
+    assert_eq!(plain.mismatched, 0, "{r:#?}");
+    assert_eq!(plain.same_rows_other_order, 1);
+    assert_eq!(
+        kinds(statement(&r, "SELECT id, v FROM items WHERE id >= ?")),
+        ["row_count"]
+    );
+    assert_eq!(kinds(statement(&r, "SELECT sum(id) FROM items")), ["rows"]);
+    assert_eq!(kinds(statement(&r, "SELECT * FROM only_here")), ["error"]);
+    assert_eq!(kinds(statement(&r, "SELECT x FROM typed")), ["types"]);
+    assert_eq!(
+        d.metric("dualwrite_shadow_mismatches_total", "kind=\"row_count\"")
+            .await,
+        1.0
+    );
+    // The CLI's table lists the statements with their kinds.
+    let table = dualwrite_proxy::shadow::render(&r);
+    assert!(
+        table.contains("row_count=1") && table.contains("SELECT x FROM typed"),
+        "{table}"
+    );
+
+    // Switched off live: nothing more is sampled.
+    let (code, body) = d
+        .proxy
+        .admin_post("/config", r#"{"shadow_reads": 0.0}"#)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    for id in 1..=10 {
+        c.query_one(&by_id, &[&id]).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(report(&d).await.executions, r.executions);
+    // Writes kept flowing to both all along.
+    d.assert_same("SELECT count(*) FROM items WHERE id <= 101")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_shadow_queue_drops_samples_and_never_changes_answers() {
+    let d = DualWrite::start_with("shadow_reads = 1.0\nshadow_queue = 1", "").await;
+    d.both(
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 1000) i;
+         GRANT ALL ON t TO app",
+    );
+    let c = d.client().await;
+    let stmt = c.prepare("SELECT v FROM t WHERE id = $1").await.unwrap();
+    // 300 pipelined reads: far more samples at once than the queue holds.
+    let futures: Vec<_> = (1..=300)
+        .map(|id: i32| {
+            let c = &c;
+            let stmt = &stmt;
+            async move {
+                c.query_one(stmt, &[&id])
+                    .await
+                    .map(|r| r.get::<_, String>(0))
+            }
+        })
+        .collect();
+    let answers = futures_util::future::join_all(futures).await;
+    let direct = dualwrite_tests::proxy::client(&d.source.url("app")).await;
+    for (i, a) in answers.into_iter().enumerate() {
+        let want: String = direct
+            .query_one("SELECT v FROM t WHERE id = $1", &[&(i as i32 + 1)])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(a.unwrap(), want);
+    }
+    let mut r = report(&d).await;
+    for _ in 0..100 {
+        if r.in_flight == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r = report(&d).await;
+    }
+    assert!(r.dropped > 0, "{r:#?}");
+    assert_eq!(r.executions + r.dropped, 300, "{r:#?}");
+    assert_eq!(r.mismatches, vec![], "{r:#?}");
+    assert!(
+        d.metric("dualwrite_shadow_dropped_total", "queue_full")
+            .await
+            > 0.0
+    );
+}
