@@ -398,4 +398,25 @@ fn target_older_than_source_is_refused() {
         "{err}"
     );
     assert_nothing_written(&pair.target, &pair.db, &workdir);
+
+    // Client tools older than the source are refused too (pg_dump must know the source).
+    pair.source.create_db("second");
+    let old_tools = PgBin::source();
+    let (code, out, err) = backfill(&[
+        "schema",
+        "--source",
+        &pair.source_url(),
+        "--target",
+        &pair.source.url("second"),
+        "--pg-bin",
+        old_tools.dir.to_str().unwrap(),
+        "--workdir",
+        workdir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("older than the source") && err.contains("--pg-bin"),
+        "{err}"
+    );
+    assert_nothing_written(&pair.source, "second", &workdir);
 }
