@@ -12,6 +12,8 @@ use std::fmt;
 
 use crate::sqlscript::{self, PieceKind, Token, TokenKind};
 
+const NO_ADMIN: &str = "not applied: the role exists on the target and the target's login role has no ADMIN OPTION on it (left as it is)";
+
 /// Attributes a non-superuser cannot grant.
 const SUPERUSER_ATTRIBUTES: &[&str] = &[
     "SUPERUSER",
@@ -30,6 +32,9 @@ pub struct RoleContext {
     pub reserved: Vec<(String, String)>,
     /// Roles that exist on the target already: their `CREATE ROLE` is skipped.
     pub existing: BTreeSet<String>,
+    /// Roles on the target the login role has no ADMIN OPTION on (PostgreSQL 16+, login not a
+    /// superuser): it may not alter them, comment on them or grant membership in them.
+    pub no_admin: BTreeSet<String>,
     /// More attributes to strip because the target's login role may not set them (a
     /// CREATEROLE role without CREATEDB may not say `CREATEDB` or `NOCREATEDB`).
     pub strip_also: Vec<&'static str>,
@@ -135,6 +140,9 @@ fn sanitise_statement(sql: &str, ctx: &RoleContext) -> Edit {
         if let Some(why) = ctx.reserved(&role) {
             return Edit::Drop(format!("removed ({why})"));
         }
+        if ctx.no_admin.contains(&role) {
+            return Edit::Drop(NO_ADMIN.into());
+        }
         if kw(0, "CREATE") && ctx.existing.contains(&role) {
             return Edit::Drop(
                 "skipped: the role exists on the target (its attributes are set by the ALTER ROLE that follows)"
@@ -148,8 +156,12 @@ fn sanitise_statement(sql: &str, ctx: &RoleContext) -> Edit {
         return strip_attributes(sql, &w, &ctx.strip_also);
     }
     if kw(0, "COMMENT") && kw(1, "ON") && is_role_kw(2) {
-        if let Some(why) = name_at(3).as_deref().and_then(|r| ctx.reserved(r)) {
+        let role = name_at(3).unwrap_or_default();
+        if let Some(why) = ctx.reserved(&role) {
             return Edit::Drop(format!("removed ({why})"));
+        }
+        if ctx.no_admin.contains(&role) {
+            return Edit::Drop(NO_ADMIN.into());
         }
         return Edit::Keep;
     }
@@ -162,18 +174,24 @@ fn sanitise_statement(sql: &str, ctx: &RoleContext) -> Edit {
                 t.is_keyword(sql, "WITH") || t.is_keyword(sql, "GRANTED") || t.is_punct(sql, ';')
             })
             .unwrap_or(w.len());
-        if let Some(to) = to {
-            let names = w[1..end.max(1)]
-                .iter()
-                .enumerate()
-                .filter(|(k, t)| {
-                    *k + 1 != to && matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent)
-                })
-                .map(|(_, t)| sqlscript::ident_value(sql, t));
-            for name in names {
-                if let Some(why) = ctx.reserved(&name) {
+        if let Some(to) = to.filter(|&to| to < end) {
+            let name_list = |ts: &[Token]| -> Vec<String> {
+                ts.iter()
+                    .filter(|t| matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent))
+                    .map(|t| sqlscript::ident_value(sql, t))
+                    .collect()
+            };
+            let granted = name_list(&w[1..to]);
+            let members = name_list(&w[to + 1..end]);
+            for name in granted.iter().chain(&members) {
+                if let Some(why) = ctx.reserved(name) {
                     return Edit::Drop(format!("removed (membership of {name}: {why})"));
                 }
+            }
+            if let Some(name) = granted.iter().find(|g| ctx.no_admin.contains(*g)) {
+                return Edit::Drop(format!(
+                    "not applied: the target's login role has no ADMIN OPTION on {name}, so it cannot grant it"
+                ));
             }
         }
     }
@@ -292,7 +310,10 @@ mod tests {
                 ("postgres".into(), "the source's bootstrap superuser".into()),
                 ("tsdbadmin".into(), "the target's login role".into()),
             ],
-            existing: ["app".to_string()].into_iter().collect(),
+            existing: ["app".to_string(), "ops".to_string()].into_iter().collect(),
+            no_admin: ["ops".to_string(), "pg_read_all_data".to_string()]
+                .into_iter()
+                .collect(),
             strip_also: Vec::new(),
         }
     }
@@ -377,6 +398,26 @@ GRANT "g""q" TO "byp"; -- trailing comment
                 r#"GRANT "grp" TO "app" WITH INHERIT TRUE GRANTED BY "adm";: removed GRANTED BY "adm""#,
                 r#"GRANT "grp" TO "postgres" WITH INHERIT TRUE GRANTED BY "adm";: removed (membership of postgres: the source's bootstrap superuser)"#,
                 r#"GRANT "g""q" TO "byp" GRANTED BY "We""ird";: removed GRANTED BY "We""ird""#,
+            ]
+        );
+    }
+
+    #[test]
+    fn roles_without_admin_option_are_left_alone() {
+        let got = sanitise(
+            "CREATE ROLE \"ops\";\nALTER ROLE \"ops\" WITH LOGIN;\nCOMMENT ON ROLE \"ops\" IS 'x';\n\
+             GRANT \"pg_read_all_data\" TO \"app\";\nGRANT \"grp\" TO \"ops\";\n",
+            &ctx(),
+        );
+        assert_eq!(got.script, "GRANT \"grp\" TO \"ops\";\n");
+        let actions: Vec<&str> = got.changes.iter().map(|c| c.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            vec![
+                NO_ADMIN,
+                NO_ADMIN,
+                NO_ADMIN,
+                "not applied: the target's login role has no ADMIN OPTION on pg_read_all_data, so it cannot grant it",
             ]
         );
     }

@@ -408,9 +408,30 @@ async fn role_context(
     if !reserved.iter().any(|(r, _)| *r == t.user) {
         reserved.push((t.user.clone(), "the target's login role".to_string()));
     }
+    // PostgreSQL 16+: a non-superuser needs ADMIN OPTION on a role to alter it or grant it.
+    let no_admin = if t.is_superuser || t.major < 16 {
+        BTreeSet::new()
+    } else {
+        target
+            .query(
+                "SELECT rolname::text FROM pg_roles
+                  WHERE rolname <> current_user
+                    AND NOT pg_has_role(current_user, oid, 'MEMBER WITH ADMIN OPTION')",
+                &[],
+            )
+            .await
+            .map_err(|source| PgError::Query {
+                side: Side::Target,
+                source,
+            })?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
     Ok(RoleContext {
         reserved,
         existing,
+        no_admin,
         strip_also: RoleContext::attributes_not_settable(t.is_superuser, createdb),
     })
 }

@@ -41,6 +41,8 @@ async fn roles_are_sanitised_for_a_createrole_target() {
          GRANT grp TO byp WITH ADMIN OPTION, INHERIT FALSE;
          COMMENT ON ROLE app IS 'the ''app'' role';
          ALTER ROLE app SET search_path = 'app', 'public';
+         CREATE ROLE ops LOGIN;
+         GRANT pg_read_all_data TO app;
          CREATE TABLE t (id int PRIMARY KEY, v text);
          INSERT INTO t VALUES (1, 'a');",
     );
@@ -54,6 +56,8 @@ async fn roles_are_sanitised_for_a_createrole_target() {
         "postgres",
         &format!("CREATE DATABASE {db} OWNER {migrator}"),
     );
+    // A role the platform's superuser made: the migrator has no ADMIN OPTION on it.
+    pair.target.psql("postgres", "CREATE ROLE ops NOLOGIN");
     let target_url = pair.target.url_as(&migrator, "m1gr%27ator", &db);
     let (client, conn) = tokio_postgres::connect(&target_url, tokio_postgres::NoTls)
         .await
@@ -87,6 +91,8 @@ async fn roles_are_sanitised_for_a_createrole_target() {
         "PASSWORD '***'",
         "removed GRANTED BY \"adm\"",
         "CREATE ROLE \"app\";: skipped: the role exists on the target",
+        "ALTER ROLE \"ops\" WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS;: not applied: the role exists on the target and the target's login role has no ADMIN OPTION on it",
+        "no ADMIN OPTION on pg_read_all_data, so it cannot grant it",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
@@ -129,6 +135,14 @@ async fn roles_are_sanitised_for_a_createrole_target() {
             "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = 'app'"
         ),
         "the 'app' role"
+    );
+    // The role the migrator may not alter is left as it was; the grant it may not give is not given.
+    assert_eq!(
+        pair.target.psql(
+            "postgres",
+            "SELECT rolcanlogin, pg_has_role('app', 'pg_read_all_data', 'MEMBER') FROM pg_roles WHERE rolname = 'ops'"
+        ),
+        "f|f"
     );
     // The existing role was altered: it logs in now, with the source's password.
     let app_url = pair.target.url_as("app", "it%27s%20%22secret%22", &db);
