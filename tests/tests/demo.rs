@@ -7,7 +7,7 @@ use dualwrite_tests::bins::binary;
 fn short_demo_ends_equal() {
     let demo = binary("dualwrite-tests", "dualwrite-demo");
     let out = std::process::Command::new(demo)
-        .args(["--seconds", "4"])
+        .args(["--rows", "50000", "--days", "20", "--seconds", "2"])
         .output()
         .unwrap();
     let text = format!(
@@ -17,5 +17,12 @@ fn short_demo_ends_equal() {
     );
     assert!(out.status.success(), "demo failed:\n{text}");
     assert!(text.contains("final validation EQUAL"), "{text}");
-    assert!(text.contains(", 0 failed transactions"), "{text}");
+    assert!(text.contains("(0 failed)"), "{text}");
+    assert!(text.contains("shadow mismatches 0"), "{text}");
+    for n in 1..=10 {
+        assert!(
+            text.contains(&format!("== step {n}/10:")),
+            "step {n} missing:\n{text}"
+        );
+    }
 }

@@ -1,40 +1,63 @@
-//! The README's main command: a migration on an embedded default. Two local clusters (the
-//! target on PostgreSQL 18 when available), `dualwrite-proxy` in dual-write mode in front of
-//! them, an application load through it (pgbench and a time-series writer), validation with
-//! `dualwrite-validator`, a cutover to the target under load, and a final validation.
+//! The README's main command: the whole migration runbook on an embedded default, ten steps,
+//! each printed with its timing.
 //!
-//!   dualwrite-demo [--seconds N] [--keep]
+//!  1. a source and a target cluster (the target on PostgreSQL 18 when available);
+//!  2. a realistic source: daily-partitioned sensor readings over a few months, relational
+//!     tables, roles;
+//!  3. `dualwrite-backfill schema` to the target;
+//!  4. `dualwrite-proxy` in dual-write mode, a live writer and a reader through it;
+//!  5. T from the proxy's status and `dualwrite-validator suggest-t`;
+//!  6. `dualwrite-backfill copy --until T`;
+//!  7. `dualwrite-backfill jobs enable`;
+//!  8. `dualwrite-validator counts` and `checksum`, with the HTML report;
+//!  9. shadow reads, and their per-statement summary;
+//! 10. cutover to the target under the writer's load, and a final validation.
+//!
+//!   dualwrite-demo [--rows N] [--days D] [--seconds S] [--keep]
 
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dualwrite_tests::proxy::ProxyHandle;
 use dualwrite_tests::{Cluster, PgBin};
+use dualwrite_validator::report::{Report, Status};
 
 struct Args {
-    seconds: u32,
+    rows: u64,
+    days: u32,
+    seconds: u64,
     keep: bool,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
-        seconds: 10,
+        rows: 1_000_000,
+        days: 90,
+        seconds: 5,
         keep: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
+        let mut value = |name: &str| -> Result<u64> {
+            it.next()
+                .with_context(|| format!("{name} needs a value"))?
+                .parse()
+                .with_context(|| format!("{name}: a whole number"))
+        };
         match a.as_str() {
-            "--seconds" => {
-                args.seconds = it
-                    .next()
-                    .context("--seconds needs a value")?
-                    .parse()
-                    .context("--seconds: a number")?
-            }
+            "--rows" => args.rows = value("--rows")?.max(1000),
+            "--days" => args.days = value("--days")?.clamp(2, 3650) as u32,
+            "--seconds" => args.seconds = value("--seconds")?.max(1),
             "--keep" => args.keep = true,
             "-h" | "--help" => {
-                println!("usage: dualwrite-demo [--seconds N] [--keep]");
+                println!(
+                    "usage: dualwrite-demo [--rows N (1000000)] [--days D (90)] [--seconds S (5)] [--keep]\n\
+                     Runs the whole migration on two throwaway local clusters: N history rows over D days,\n\
+                     S seconds of shadow reads; --keep leaves everything running and prints how to connect."
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -44,7 +67,7 @@ fn parse_args() -> Result<Args> {
 }
 
 fn step(n: u32, what: &str) -> Instant {
-    println!("\n== step {n}: {what}");
+    println!("\n== step {n}/10: {what}");
     Instant::now()
 }
 
@@ -52,81 +75,199 @@ fn done(t: Instant) {
     println!("   done in {:.1}s", t.elapsed().as_secs_f64());
 }
 
-fn pgbench(bin: &PgBin, port: u16, args: &[&str]) -> Command {
-    let mut c = Command::new(bin.bin("pgbench"));
-    c.env("PGPASSWORD", "app-secret")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app"])
-        .args(args)
-        .arg("app");
-    c
-}
+const APP_PASSWORD: &str = "app-secret";
 
-/// Parse pgbench's output: (tps, failed transactions).
-fn pgbench_figures(text: &str) -> (f64, u64) {
-    let field = |prefix: &str, n: usize| {
-        text.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.split_whitespace().nth(n))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (
-        field("tps = ", 2),
-        field("number of failed transactions:", 4) as u64,
+/// The source's schema: roles, a daily-partitioned time-series table, relational tables.
+fn source_schema(days: u32) -> String {
+    format!(
+        "CREATE ROLE app LOGIN PASSWORD '{APP_PASSWORD}';
+CREATE ROLE reporting NOLOGIN;
+CREATE TYPE reading_status AS ENUM ('ok', 'warn', 'fault');
+CREATE TABLE sites (id int PRIMARY KEY, name text NOT NULL, region text);
+CREATE TABLE devices (id int PRIMARY KEY, site_id int NOT NULL REFERENCES sites, model text,
+                      installed date, last_seen timestamptz);
+CREATE TABLE readings (
+    ts timestamptz NOT NULL, device int NOT NULL, v double precision, status reading_status NOT NULL,
+    attrs jsonb, tags text[], note text, PRIMARY KEY (device, ts)
+) PARTITION BY RANGE (ts);
+DO $$
+DECLARE d date;
+BEGIN
+  FOR d IN SELECT generate_series(current_date - {days}, current_date + 2, interval '1 day')::date LOOP
+    EXECUTE format('CREATE TABLE %I PARTITION OF readings FOR VALUES FROM (%L) TO (%L)',
+                   'readings_' || to_char(d, 'YYYYMMDD'), d, d + 1);
+  END LOOP;
+END $$;
+INSERT INTO sites SELECT s, 'site ' || s, (ARRAY['north','south','east'])[1 + s % 3] FROM generate_series(1, 10) s;
+INSERT INTO devices SELECT d, 1 + d % 10, 'model-' || (d % 4), current_date - 400 + d, NULL
+  FROM generate_series(1, 100) d;
+GRANT USAGE ON SCHEMA public TO app, reporting;
+GRANT SELECT, INSERT, UPDATE, DELETE ON readings, devices, sites TO app;
+GRANT SELECT ON readings, devices, sites TO reporting;"
     )
 }
 
+/// History below today's start: `rows` readings spread over the `days` before today.
+fn history(rows: u64, days: u32) -> String {
+    let seconds = days as u64 * 86_400;
+    let step = (seconds / rows.div_ceil(100)).max(1);
+    let per_device = rows.div_ceil(100);
+    format!(
+        "INSERT INTO readings
+         SELECT current_date - {days} + make_interval(secs => i * {step}), d,
+                round((20 + 5 * sin(i / 300.0) + d / 10.0)::numeric, 3),
+                (CASE WHEN i % 97 = 0 THEN 'fault' WHEN i % 13 = 0 THEN 'warn' ELSE 'ok' END)::reading_status,
+                CASE WHEN i % 5 = 0 THEN NULL ELSE jsonb_build_object('fw', 'v' || (d % 3), 'batt', i % 100) END,
+                ARRAY['d' || d, 'zone ' || (d % 7)],
+                CASE WHEN i % 1000 = 0 THEN e'line one\\nline \"two\", it''s' END
+         FROM generate_series(0, {per_device} - 1) i, generate_series(1, 100) d
+         WHERE i * {step} < {seconds}"
+    )
+}
+
+/// A second ago, as a timestamptz literal.
+fn settled_now() -> String {
+    (chrono::Utc::now() - chrono::Duration::seconds(1))
+        .format("%Y-%m-%d %H:%M:%S%.6f+00")
+        .to_string()
+}
+
+async fn backfill(args: &[&str]) -> Result<()> {
+    let mut argv = vec!["dualwrite-backfill"];
+    argv.extend_from_slice(args);
+    let cli = dualwrite_backfill::parse_args(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let code = dualwrite_backfill::run(cli).await;
+    if code != ExitCode::SUCCESS {
+        bail!("dualwrite-backfill {} failed", args[0]);
+    }
+    Ok(())
+}
+
+async fn validator(args: &[&str]) -> Result<Report> {
+    let mut argv = vec!["dualwrite-validator"];
+    argv.extend_from_slice(args);
+    let cli = dualwrite_validator::parse_args(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(dualwrite_validator::execute(&cli.command).await?)
+}
+
 /// Validate until equal: the secondary applies each write a moment after the primary, so a
-/// first comparison right after the writer stops may still see it behind. Up to 10 tries.
-async fn validate_settled(what: &str, source: &str, target: &str, extra: &[&str]) -> i32 {
-    let mut code = 2;
-    for attempt in 1..=10 {
-        code = validate(what, source, target, extra).await;
-        if code != 1 {
+/// comparison while the writer runs may catch the target a write behind. Up to 10 tries.
+async fn validate_settled(args: &[&str]) -> Result<Report> {
+    let mut report = validator(args).await?;
+    for attempt in 1..10 {
+        if report.summary.status == Status::Equal {
             break;
         }
-        println!("   (attempt {attempt}: the target is still catching up; comparing again in 1 s)");
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        println!("   (attempt {attempt}: the target is a write behind; comparing again in 1 s)");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        report = validator(args).await?;
     }
-    code
+    Ok(report)
 }
 
-/// Run the validator in-process; returns its exit code (0 equal, 1 differences, 2 error).
-async fn validate(what: &str, source: &str, target: &str, extra: &[&str]) -> i32 {
-    let mut args = vec![
-        "dualwrite-validator",
-        what,
-        "--source",
-        source,
-        "--target",
-        target,
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    match dualwrite_validator::parse_args(args) {
-        Ok(cli) => dualwrite_validator::run_cli(cli).await,
-        Err(e) => {
-            eprintln!("{e}");
-            2
+fn print_report(r: &Report) {
+    for t in &r.tables {
+        println!(
+            "   {:<16} {:>9} rows on source, {:>9} on target, {} units, {} differing: {:?}",
+            t.table, t.source_rows, t.target_rows, t.units_total, t.units_differing, t.status
+        );
+    }
+}
+
+/// The live application: one session writing readings at the current time (and touching its
+/// device), through the proxy, until stopped. Returns (writes, errors).
+fn start_writer(
+    url: String,
+    stop: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Result<u64>> {
+    tokio::spawn(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let ins = client
+            .prepare(
+                "INSERT INTO readings (ts, device, v, status, attrs, tags) \
+                 VALUES ($3, $1, $2, 'ok', '{\"live\": true}', ARRAY['live'])",
+            )
+            .await?;
+        let seen = client
+            .prepare("UPDATE devices SET last_seen = $2 WHERE id = $1")
+            .await?;
+        let mut errors = 0u64;
+        let mut i = 0u64;
+        while !stop.load(Ordering::Acquire) {
+            let device = (i % 100) as i32 + 1;
+            let r = if i % 10 == 9 {
+                client.execute(&seen, &[&device, &chrono::Utc::now()]).await
+            } else {
+                // The time comes from the application, not the server: each database would
+                // compute its own clock_timestamp().
+                client
+                    .execute(&ins, &[&device, &(i as f64 / 7.0), &chrono::Utc::now()])
+                    .await
+            };
+            match r {
+                Ok(_) => {
+                    writes.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    errors += 1;
+                    eprintln!("   writer: {e}");
+                }
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-    }
+        Ok(errors)
+    })
 }
 
-const SCHEMA: &str = "CREATE TABLE readings (ts timestamptz NOT NULL, device int NOT NULL, v double precision, note text,
-                          PRIMARY KEY (device, ts)) PARTITION BY RANGE (ts);
-CREATE TABLE readings_d1 PARTITION OF readings FOR VALUES FROM ('2026-01-01') TO ('2026-01-02');
-CREATE TABLE readings_d2 PARTITION OF readings FOR VALUES FROM ('2026-01-02') TO ('2026-01-03');
-CREATE TABLE readings_d3 PARTITION OF readings FOR VALUES FROM ('2026-01-03') TO ('2026-01-04');
-CREATE TABLE devices (id int PRIMARY KEY, name text);
-GRANT ALL ON readings, devices TO app;";
+/// The application's reads: history and devices, stable data the target must answer alike.
+fn start_reader(
+    url: String,
+    stop: Arc<AtomicBool>,
+    until: String,
+) -> tokio::task::JoinHandle<Result<u64>> {
+    tokio::spawn(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let per_device = client
+            .prepare(
+                "SELECT ts, v, status FROM readings WHERE device = $1 \
+                 AND ts >= $2::text::timestamptz - interval '6 hours' AND ts < $2::text::timestamptz ORDER BY ts",
+            )
+            .await?;
+        let device = client
+            .prepare("SELECT d.id, d.model, s.name FROM devices d JOIN sites s ON s.id = d.site_id WHERE d.id = $1")
+            .await?;
+        let mut reads = 0u64;
+        let mut i = 0i32;
+        while !stop.load(Ordering::Acquire) {
+            let d = i % 100 + 1;
+            client.query(&per_device, &[&d, &until]).await?;
+            client.query(&device, &[&d]).await?;
+            if i % 20 == 0 {
+                client
+                    .simple_query(&format!(
+                        "SELECT status, count(*), round(avg(v)::numeric, 3) FROM readings \
+                         WHERE ts < '{until}' GROUP BY status ORDER BY status"
+                    ))
+                    .await?;
+                reads += 1;
+            }
+            reads += 2;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(reads)
+    })
+}
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
     let total = Instant::now();
-    println!(
-        "dualwrite demo: dual-write through the proxy, validate, cut over to the target, validate"
-    );
+    println!("dualwrite demo: the whole migration runbook on two throwaway local clusters");
 
     let t = step(1, "start a source and a target cluster");
     let source_bin = PgBin::source();
@@ -147,154 +288,295 @@ async fn main() -> Result<()> {
     );
     done(t);
 
-    let t = step(2, "the same schema and starting data on both (pgbench tables, a partitioned time-series table)");
-    for (c, port) in [(&source, source.port), (&target, target.port)] {
-        c.create_role("app", "app-secret", "");
-        c.psql("postgres", "CREATE DATABASE app OWNER app");
-        c.psql("app", SCHEMA);
-        let out = pgbench(&source_bin, port, &["-i", "-s", "2", "-q"]).output()?;
-        if !out.status.success() {
-            bail!(
-                "pgbench -i failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
+    let t = step(
+        2,
+        "a realistic source: daily-partitioned sensor readings, sites and devices, roles",
+    );
+    source.psql("postgres", "CREATE DATABASE app");
+    target.psql("postgres", "CREATE DATABASE app");
+    source.psql("app", &source_schema(args.days));
+    source.psql("app", &history(args.rows, args.days));
+    source.psql("app", "ANALYZE");
+    let history_rows = source.psql("app", "SELECT count(*) FROM readings");
+    let partitions = source.psql(
+        "app",
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass",
+    );
+    println!(
+        "   readings: {history_rows} rows over {} days in {partitions} daily partitions; 10 sites, 100 devices; roles app, reporting",
+        args.days
+    );
     done(t);
 
+    let (s_url, t_url) = (source.url("app"), target.url("app"));
     let t = step(
         3,
-        "start dualwrite-proxy in dual-write mode (primary = source)",
+        "dualwrite-backfill schema: roles, schema and relational data to the target",
     );
-    let journal = tempfile::tempdir()?;
-    let proxy = ProxyHandle::start(&format!(
-        "mode = \"dual-write\"\nprimary = \"source\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n\
-         [auth]\nmethod = \"scram-sha-256\"\nusers = [{{ name = \"app\", password = \"app-secret\" }}]\n[journal]\ndir = \"{}\"\n",
-        source.url("app"),
-        target.url("app"),
-        journal.path().display()
-    ))
-    .await;
+    let workdir = tempfile::Builder::new()
+        .prefix("dwdemo-schema-")
+        .tempdir()?;
+    let wd = workdir.path().display().to_string();
+    backfill(&[
+        "schema",
+        "--source",
+        &s_url,
+        "--target",
+        &t_url,
+        "--roles",
+        "--privileges",
+        "--workdir",
+        &wd,
+    ])
+    .await?;
     println!(
-        "   proxy on 127.0.0.1:{}, admin on http://{}",
-        proxy.port(),
-        proxy.admin.map(|a| a.to_string()).unwrap_or_default()
+        "   target: {} tables, readings {} rows (left for the backfill), devices {} rows",
+        target.psql(
+            "app",
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        target.psql("app", "SELECT count(*) FROM readings"),
+        target.psql("app", "SELECT count(*) FROM devices")
     );
     done(t);
 
     let t = step(
         4,
-        "the application writes through the proxy: pgbench (tpcb-like) and a time-series writer",
+        "dualwrite-proxy in dual-write mode; the application writes and reads through it",
     );
-    let secs = args.seconds.to_string();
-    let load = pgbench(
-        &source_bin,
-        proxy.port(),
-        &["-M", "prepared", "-c", "4", "-j", "2", "-T", &secs, "-n"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()?;
-    let (client, conn) = tokio_postgres::connect(
-        &proxy.url("app", "app-secret", "app"),
-        tokio_postgres::NoTls,
-    )
-    .await?;
-    tokio::spawn(conn);
-    client
-        .batch_execute("INSERT INTO devices SELECT g, 'sensor ' || g FROM generate_series(1, 20) g")
-        .await?;
-    let ins = client
-        .prepare("INSERT INTO readings VALUES ($1, $2, $3, $4)")
-        .await?;
-    let t0 =
-        chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")?.with_timezone(&chrono::Utc);
-    let mut readings = 0u64;
-    let writer_until = Instant::now() + std::time::Duration::from_secs(args.seconds as u64 / 2);
-    while Instant::now() < writer_until {
-        let ts = t0 + chrono::Duration::seconds(readings as i64 * 37 % 259_200);
-        client
-            .execute(
-                &ins,
-                &[
-                    &ts,
-                    &((readings % 20) as i32 + 1),
-                    &(readings as f64 / 3.0),
-                    &format!("r{readings}"),
-                ],
-            )
-            .await?;
-        readings += 1;
-    }
-    println!("   {readings} readings written through the proxy");
-    let status = proxy.admin_get("/status").await;
-    let status: serde_json::Value = serde_json::from_str(&status)?;
+    let journal = tempfile::Builder::new()
+        .prefix("dwdemo-journal-")
+        .tempdir()?;
+    let proxy = ProxyHandle::start(&format!(
+        "mode = \"dual-write\"\nprimary = \"source\"\n[source]\nurl = \"{s_url}\"\n[target]\nurl = \"{t_url}\"\n\
+         [auth]\nmethod = \"scram-sha-256\"\nusers = [{{ name = \"app\", password = \"{APP_PASSWORD}\" }}]\n[journal]\ndir = \"{}\"\n",
+        journal.path().display()
+    ))
+    .await;
+    let app_url = proxy.url("app", APP_PASSWORD, "app");
     println!(
-        "   dual-writing since {}; first write per table: {}",
-        status["dual_write"]["started_at"], status["dual_write"]["first_write_per_table"]
+        "   proxy on 127.0.0.1:{}, admin on http://{}",
+        proxy.port(),
+        proxy.admin.map(|a| a.to_string()).unwrap_or_default()
+    );
+    let stop_writer = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let writer = start_writer(app_url.clone(), stop_writer.clone(), writes.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "   writer: {} writes so far",
+        writes.load(Ordering::Relaxed)
     );
     done(t);
 
     let t = step(
         5,
-        "validate while the load runs: dualwrite-validator checksum (readings, per partition)",
+        "choose T: the proxy's status and dualwrite-validator suggest-t",
     );
-    let (s_url, t_url) = (source.url("app"), target.url("app"));
-    let first = validate_settled("checksum", &s_url, &t_url, &["--table", "public.readings"]).await;
-    println!("   validator exit code: {first} (0 = equal)");
+    let status: serde_json::Value = serde_json::from_str(&proxy.admin_get("/status").await)?;
+    let first_write = status["dual_write"]["first_write_per_table"]["readings"].clone();
+    println!(
+        "   proxy: dual-writing since {}, first write to readings at {first_write}",
+        status["dual_write"]["started_at"]
+    );
+    // Up to a second ago: writes in flight right now are not on the target yet.
+    let settled_until = settled_now();
+    let suggest = validator(&[
+        "suggest-t",
+        "--source",
+        &s_url,
+        "--target",
+        &t_url,
+        "--table",
+        "public.readings",
+        "--until",
+        &settled_until,
+        "-q",
+    ])
+    .await?;
+    let s = suggest.tables[0]
+        .suggestion
+        .as_ref()
+        .context("suggest-t gave no answer")?;
+    let until = s
+        .candidate
+        .clone()
+        .with_context(|| format!("suggest-t found no candidate: {}", s.reason))?;
+    println!(
+        "   suggest-t: T = {until} (confidence {}): {} agreeing buckets after it, last differing bucket {}",
+        s.confidence,
+        s.agreeing_buckets_after,
+        s.last_differing_bucket.as_deref().unwrap_or("-")
+    );
+    println!(
+        "   T = {until}: rows from T on are dual-written; the backfill copies everything before it"
+    );
     done(t);
 
-    let t = step(6, "cut over to the target while pgbench keeps going");
+    let t = step(6, "dualwrite-backfill copy --until T");
+    let below_t = format!("SELECT count(*) FROM readings WHERE ts < '{until}'");
+    let before: i64 = target.psql("app", &below_t).parse()?;
+    let copy_started = Instant::now();
+    backfill(&[
+        "copy", "--source", &s_url, "--target", &t_url, "--until", &until, "--jobs", "2",
+    ])
+    .await?;
+    let copy_secs = copy_started.elapsed().as_secs_f64();
+    let after: i64 = target.psql("app", &below_t).parse()?;
+    let copied = (after - before).max(0);
+    println!(
+        "   {copied} rows copied in {copy_secs:.1}s ({:.0} rows/s)",
+        copied as f64 / copy_secs
+    );
+    done(t);
+
+    let t = step(
+        7,
+        "dualwrite-backfill jobs enable (TimescaleDB background jobs)",
+    );
+    backfill(&["jobs", "enable", "--target", &t_url]).await?;
+    done(t);
+
+    let t = step(
+        8,
+        "dualwrite-validator counts and checksum, with the HTML report",
+    );
+    // The writer is still running: compare up to a second ago.
+    let settled_until = settled_now();
+    println!("   (up to {settled_until}: the writer is still running)");
+    let counts = validate_settled(&[
+        "counts",
+        "--source",
+        &s_url,
+        "--target",
+        &t_url,
+        "--table",
+        "public.readings",
+        "--until",
+        &settled_until,
+        "-q",
+    ])
+    .await?;
+    print_report(&counts);
+    let html =
+        std::env::temp_dir().join(format!("dualwrite-demo-report-{}.html", std::process::id()));
+    let html_s = html.display().to_string();
+    let checksum_args = [
+        "checksum",
+        "--source",
+        &s_url,
+        "--target",
+        &t_url,
+        "--table",
+        "public.readings",
+        "--until",
+        &settled_until,
+        "-q",
+    ];
+    let checksum = validate_settled(&checksum_args).await?;
+    print_report(&checksum);
+    std::fs::write(&html, dualwrite_validator::report::html::render(&checksum))?;
+    println!("   HTML report: {html_s}");
+    done(t);
+
+    let t = step(
+        9,
+        "shadow reads: the application's reads also run on the target, compared",
+    );
+    let (code, body) = proxy
+        .admin_post("/config", r#"{"shadow_reads": 1.0}"#)
+        .await;
+    if code != 200 {
+        bail!("turning shadow reads on failed ({code}): {body}");
+    }
+    let stop_reader = Arc::new(AtomicBool::new(false));
+    let reader = start_reader(app_url.clone(), stop_reader.clone(), until.clone());
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    stop_reader.store(true, Ordering::Release);
+    let reads = reader.await??;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shadow: dualwrite_proxy::shadow::ShadowReport =
+        serde_json::from_str(&proxy.admin_get("/shadow").await)?;
+    println!("   {reads} reads by the application; the proxy's summary:");
+    for line in dualwrite_proxy::shadow::render(&shadow).lines() {
+        println!("   {line}");
+    }
+    let mismatches: u64 = shadow.mismatches.iter().map(|(_, n)| n).sum();
+    done(t);
+
+    let t = step(
+        10,
+        "cut over to the target while the writer keeps going, then validate",
+    );
     let (code, body) = proxy
         .admin_post("/cutover", r#"{"to": "target", "timeout": "10s"}"#)
         .await;
-    let report: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     if code != 200 {
         bail!("cutover failed ({code}): {body}");
     }
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     let pause = report["pause_ms"].as_f64().unwrap_or(0.0);
-    println!("   primary is now the target; pause {pause:.1} ms");
-    let out = load.wait_with_output()?;
-    let (tps, failed) = pgbench_figures(&String::from_utf8_lossy(&out.stdout));
-    println!("   pgbench through the proxy: {tps:.0} tps, {failed} failed transactions");
-    done(t);
-
-    let t = step(7, "final validation: both sides hold the same data");
-    let last = validate_settled("checksum", &s_url, &t_url, &["--table", "public.readings"]).await;
-    let accounts = "SELECT md5(string_agg(a::text, ',' ORDER BY aid)) FROM pgbench_accounts a";
-    let mut accounts_equal = false;
-    for _ in 0..20 {
-        accounts_equal = source.psql("app", accounts) == target.psql("app", accounts);
-        if accounts_equal {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    println!("   the target is the primary now; writes paused for {pause:.2} ms");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_writer.store(true, Ordering::Release);
+    let writer_errors = writer.await??;
+    let total_writes = writes.load(Ordering::Relaxed);
+    println!("   writer: {total_writes} writes through the proxy, {writer_errors} errors");
+    let last = validate_settled(&[
+        "checksum",
+        "--source",
+        &s_url,
+        "--target",
+        &t_url,
+        "--table",
+        "public.readings",
+        "-q",
+    ])
+    .await?;
+    print_report(&last);
+    let mut sites_equal = true;
+    for table in ["sites", "devices"] {
+        let sql = format!("SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM {table} t");
+        let same = source.psql("app", &sql) == target.psql("app", &sql);
+        println!(
+            "   {table}: {}",
+            if same { "identical" } else { "DIFFERENT" }
+        );
+        sites_equal &= same;
     }
     let status: serde_json::Value = serde_json::from_str(&proxy.admin_get("/status").await)?;
     let records = status["dual_write"]["journal"]["records"]
         .as_u64()
         .unwrap_or(0);
-    println!("   readings: validator exit code {last}; pgbench_accounts identical: {accounts_equal}; journal records: {records}");
+    println!("   journal records: {records}");
     done(t);
 
-    let ok = first == 0 && last == 0 && accounts_equal && failed == 0 && out.status.success();
+    let ok = last.summary.status == Status::Equal
+        && checksum.summary.status == Status::Equal
+        && sites_equal
+        && writer_errors == 0
+        && mismatches == 0;
     println!(
-        "\nsummary: {readings} readings + pgbench at {tps:.0} tps dual-written, cutover pause {pause:.1} ms, \
-         {failed} failed transactions, final validation {}, {:.1}s in all",
+        "\nsummary: {copied} rows backfilled at {:.0} rows/s, {total_writes} live writes ({writer_errors} failed), \
+         shadow mismatches {mismatches}, cutover pause {pause:.2} ms, final validation {}, {:.1}s in all",
+        copied as f64 / copy_secs,
         if ok { "EQUAL" } else { "DIFFERENT" },
         total.elapsed().as_secs_f64()
     );
     if args.keep {
         println!("\n--keep: still running. Connect with:");
-        println!("   psql 'postgres://app:app-secret@127.0.0.1:{}/app'   # through the proxy (primary: target)", proxy.port());
+        println!("   psql '{app_url}'   # through the proxy (primary: target)");
         println!("   psql '{s_url}'   # source");
         println!("   psql '{t_url}'   # target");
+        println!("   HTML report: {html_s}");
         println!("Ctrl-C stops everything.");
         tokio::signal::ctrl_c().await?;
+    } else {
+        let _ = std::fs::remove_file(&html);
     }
     proxy.stop().await;
     if !ok {
-        bail!("the demo's validation did not come out equal");
+        bail!("the demo's final validation did not come out equal");
     }
     Ok(())
 }
