@@ -9,27 +9,9 @@ cd "$(dirname "$0")/.."
 N=${1:-10}
 cargo build --release -q -p dualwrite-proxy
 source bench/lib.sh
-SRC_PORT=$(pg_free_port); TGT_PORT=$(pg_free_port); PORT=$(pg_free_port); ADMIN=$(pg_free_port)
-pg_start source "$SRC_PORT"
-pg_start target "$TGT_PORT"
-export PGPASSWORD=postgres
-for port in "$SRC_PORT" "$TGT_PORT"; do
-  "$PG_BIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
-done
-cat > "$BENCH_TMP/proxy.toml" <<CONF
-listen = "127.0.0.1:$PORT"
-admin_listen = "127.0.0.1:$ADMIN"
-mode = "dual-write"
-[source]
-url = "postgres://postgres:postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable"
-[target]
-url = "postgres://postgres:postgres@127.0.0.1:$TGT_PORT/postgres?sslmode=disable"
-[auth]
-method = "scram-sha-256"
-users = [{ name = "postgres", password = "postgres" }]
-[journal]
-dir = "$BENCH_TMP/journal"
-CONF
+pair_start
+PORT=$(pg_free_port); ADMIN=$(pg_free_port)
+proxy_conf "$PORT" "127.0.0.1:$ADMIN" dual-write > "$BENCH_TMP/proxy.toml"
 RUST_LOG=warn target/release/dualwrite-proxy run --config "$BENCH_TMP/proxy.toml" & BENCH_PIDS="$!"
 sleep 1
 SECS=$((N * 2 + 4))

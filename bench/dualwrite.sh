@@ -12,32 +12,10 @@ ROUNDS=${2:-3}
 cargo build --release -q -p dualwrite-proxy
 source bench/lib.sh
 
-SRC_PORT=$(pg_free_port); TGT_PORT=$(pg_free_port); P1=$(pg_free_port); P2=$(pg_free_port); A2=$(pg_free_port)
-pg_start source "$SRC_PORT"
-pg_start target "$TGT_PORT"
-export PGPASSWORD=postgres
-for port in "$SRC_PORT" "$TGT_PORT"; do
-  "$PG_BIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
-done
-
-conf() { # conf PORT ADMIN MODE
-  cat <<CONF
-listen = "127.0.0.1:$1"
-admin_listen = "$2"
-mode = "$3"
-[source]
-url = "postgres://postgres:postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable"
-[target]
-url = "postgres://postgres:postgres@127.0.0.1:$TGT_PORT/postgres?sslmode=disable"
-[auth]
-method = "scram-sha-256"
-users = [{ name = "postgres", password = "postgres" }]
-[journal]
-dir = "$BENCH_TMP/journal-$3"
-CONF
-}
-conf "$P1" "" primary-only > "$BENCH_TMP/p1.toml"
-conf "$P2" "127.0.0.1:$A2" dual-write > "$BENCH_TMP/p2.toml"
+pair_start
+P1=$(pg_free_port); P2=$(pg_free_port); A2=$(pg_free_port)
+proxy_conf "$P1" "" primary-only > "$BENCH_TMP/p1.toml"
+proxy_conf "$P2" "127.0.0.1:$A2" dual-write > "$BENCH_TMP/p2.toml"
 RUST_LOG=warn target/release/dualwrite-proxy run --config "$BENCH_TMP/p1.toml" & BENCH_PIDS="$!"
 RUST_LOG=warn target/release/dualwrite-proxy run --config "$BENCH_TMP/p2.toml" & BENCH_PIDS="$BENCH_PIDS $!"
 sleep 1

@@ -40,3 +40,34 @@ bench_cleanup() {
   rm -rf "$BENCH_TMP"
 }
 trap bench_cleanup EXIT
+
+# pair_start: a source and a target cluster, each initialised with pgbench tables (scale 10);
+# sets SRC_PORT and TGT_PORT and exports PGPASSWORD.
+pair_start() {
+  SRC_PORT=$(pg_free_port); TGT_PORT=$(pg_free_port)
+  pg_start source "$SRC_PORT"
+  pg_start target "$TGT_PORT"
+  export PGPASSWORD=postgres
+  for port in "$SRC_PORT" "$TGT_PORT"; do
+    "$PG_BIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
+  done
+}
+
+# proxy_conf PORT ADMIN MODE [TOP-LEVEL KEYS]: a proxy config in front of pair_start's clusters.
+proxy_conf() {
+  cat <<CONF
+listen = "127.0.0.1:$1"
+admin_listen = "$2"
+mode = "$3"
+${4:-}
+[source]
+url = "postgres://postgres:postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable"
+[target]
+url = "postgres://postgres:postgres@127.0.0.1:$TGT_PORT/postgres?sslmode=disable"
+[auth]
+method = "scram-sha-256"
+users = [{ name = "postgres", password = "postgres" }]
+[journal]
+dir = "$BENCH_TMP/journal-$1"
+CONF
+}

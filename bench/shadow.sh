@@ -1,37 +1,21 @@
 #!/usr/bin/env bash
 # Cost of shadow reads to the client: the same pgbench read load (-S -M prepared, 8 clients)
 # through dualwrite-proxy in dual-write mode with shadow_reads = 0, 0.1 and 1.0 (changed live
-# between runs), plus a direct run for reference. Prints tps, p99 client latency, the ratio
-# to shadow_reads = 0, and what the shadow report counted.
+# between runs), plus a direct run for reference. The rates are run in ROUNDS interleaved
+# rounds (0, 0.1, 1.0, 0, 0.1, 1.0, ...) so that drift on a shared machine hits them alike;
+# prints each run and, per rate, the mean tps, the worst p99 client latency, the ratio to
+# shadow_reads = 0, and what the shadow report counted.
 #
-#   bench/shadow.sh [SECONDS=15]
+#   bench/shadow.sh [SECONDS=15] [ROUNDS=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-15}
+ROUNDS=${2:-2}
 cargo build --release -q -p dualwrite-proxy
 source bench/lib.sh
-SRC_PORT=$(pg_free_port); TGT_PORT=$(pg_free_port); PORT=$(pg_free_port); ADMIN=$(pg_free_port)
-pg_start source "$SRC_PORT"
-pg_start target "$TGT_PORT"
-export PGPASSWORD=postgres
-for port in "$SRC_PORT" "$TGT_PORT"; do
-  "$PG_BIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
-done
-cat > "$BENCH_TMP/proxy.toml" <<CONF
-listen = "127.0.0.1:$PORT"
-admin_listen = "127.0.0.1:$ADMIN"
-mode = "dual-write"
-shadow_reads = 0.0
-[source]
-url = "postgres://postgres:postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable"
-[target]
-url = "postgres://postgres:postgres@127.0.0.1:$TGT_PORT/postgres?sslmode=disable"
-[auth]
-method = "scram-sha-256"
-users = [{ name = "postgres", password = "postgres" }]
-[journal]
-dir = "$BENCH_TMP/journal"
-CONF
+pair_start
+PORT=$(pg_free_port); ADMIN=$(pg_free_port)
+proxy_conf "$PORT" "127.0.0.1:$ADMIN" dual-write "shadow_reads = 0.0" > "$BENCH_TMP/proxy.toml"
 RUST_LOG=warn target/release/dualwrite-proxy run --config "$BENCH_TMP/proxy.toml" & BENCH_PIDS="$!"
 sleep 1
 
@@ -47,21 +31,32 @@ run() {
   echo "$tps $p99"
 }
 
-printf '%-22s %10s %10s %10s\n' "run" "tps" "p99 ms" "vs 0.0"
+printf '%-26s %10s %10s\n' "run" "tps" "p99 ms"
 read -r dtps dp99 <<<"$(run direct "$SRC_PORT")"
-printf '%-22s %10.0f %10.2f %10s\n' "direct (source)" "$dtps" "$dp99" "-"
-base=
-for rate in 0.0 0.1 1.0; do
-  target/release/dualwrite-proxy set --config "$BENCH_TMP/proxy.toml" --shadow-reads "$rate" >/dev/null
-  before=$(target/release/dualwrite-proxy shadow --json --config "$BENCH_TMP/proxy.toml" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["executions"], r["dropped"])')
-  read -r tps p99 <<<"$(run "shadow-$rate" "$PORT")"
-  sleep 1
-  after=$(target/release/dualwrite-proxy shadow --json --config "$BENCH_TMP/proxy.toml" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["executions"], r["dropped"], sum(n for _, n in r["mismatches"]))')
-  base=${base:-$tps}
-  ratio=$(python3 -c "print(f'{$tps / $base:.2f}x')")
-  read -r e0 d0 <<<"$before"; read -r e1 d1 m1 <<<"$after"
-  printf '%-22s %10.0f %10.2f %10s   compared %d, dropped %d, mismatches %d\n' \
-    "proxy shadow_reads=$rate" "$tps" "$p99" "$ratio" $((e1 - e0)) $((d1 - d0)) "$m1"
+printf '%-26s %10.0f %10.2f\n' "direct (source)" "$dtps" "$dp99"
+declare -A TPS P99 CMP DROP MIS
+for round in $(seq "$ROUNDS"); do
+  for rate in 0.0 0.1 1.0; do
+    target/release/dualwrite-proxy set --config "$BENCH_TMP/proxy.toml" --shadow-reads "$rate" >/dev/null
+    before=$(target/release/dualwrite-proxy shadow --json --config "$BENCH_TMP/proxy.toml" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["executions"], r["dropped"], sum(n for _, n in r["mismatches"]))')
+    read -r tps p99 <<<"$(run "shadow-$rate-$round" "$PORT")"
+    sleep 1
+    after=$(target/release/dualwrite-proxy shadow --json --config "$BENCH_TMP/proxy.toml" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["executions"], r["dropped"], sum(n for _, n in r["mismatches"]))')
+    read -r e0 d0 m0 <<<"$before"; read -r e1 d1 m1 <<<"$after"
+    printf '%-26s %10.0f %10.2f   compared %d, dropped %d, mismatches %d\n' \
+      "round $round shadow_reads=$rate" "$tps" "$p99" $((e1 - e0)) $((d1 - d0)) $((m1 - m0))
+    TPS[$rate]="${TPS[$rate]:-} $tps"; P99[$rate]="${P99[$rate]:-} $p99"
+    CMP[$rate]=$(( ${CMP[$rate]:-0} + e1 - e0 )); DROP[$rate]=$(( ${DROP[$rate]:-0} + d1 - d0 )); MIS[$rate]=$(( ${MIS[$rate]:-0} + m1 - m0 ))
+  done
 done
 echo
-echo "pgbench -S -M prepared -c 8 -j 2 -T $SECS, scale 10, $(nproc) cores, dual-write mode"
+printf '%-22s %10s %12s %10s %10s %9s %11s\n' "shadow_reads" "mean tps" "worst p99 ms" "vs 0.0" "compared" "dropped" "mismatches"
+base=$(python3 -c "v='${TPS[0.0]}'.split(); print(sum(map(float, v)) / len(v))")
+for rate in 0.0 0.1 1.0; do
+  mean=$(python3 -c "v='${TPS[$rate]}'.split(); print(sum(map(float, v)) / len(v))")
+  worst=$(python3 -c "print(max(map(float, '${P99[$rate]}'.split())))")
+  ratio=$(python3 -c "print(f'{$mean / $base:.2f}x')")
+  printf '%-22s %10.0f %12.2f %10s %10d %9d %11d\n' "$rate" "$mean" "$worst" "$ratio" "${CMP[$rate]}" "${DROP[$rate]}" "${MIS[$rate]}"
+done
+echo
+echo "pgbench -S -M prepared -c 8 -j 2 -T $SECS, scale 10, $(nproc) cores, dual-write mode, $ROUNDS rounds"

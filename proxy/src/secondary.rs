@@ -110,21 +110,11 @@ impl Secondary {
             Item::Unit(u) => u.bytes,
             Item::CopyData(b) | Item::CopyEnd(b) => b.len(),
         };
-        if matches!(&item, Item::Unit(u) if u.shadow) {
-            // Shadow samples are bounded by the shadow queue, never by the lag bound: they
-            // must not hold the client.
-            self.queued_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-            self.dual_queue.dual.queue_add();
-            metrics::gauge!("dualwrite_secondary_lag_bytes").increment(bytes as f64);
-            let _ = self.items.send(Queued {
-                item,
-                _permit: None,
-                bytes,
-            });
-            return;
-        }
         let want = bytes.clamp(1, self.max_lag) as u32;
         let permit = match self.on_lag {
+            // Shadow samples are bounded by the shadow queue, never by the lag bound: they
+            // must not hold the client.
+            _ if matches!(&item, Item::Unit(u) if u.shadow) => None,
             OnLag::Backpressure => self.lag.clone().acquire_many_owned(want).await.ok(),
             OnLag::Journal => match self.lag.clone().try_acquire_many_owned(want) {
                 Ok(p) => Some(p),

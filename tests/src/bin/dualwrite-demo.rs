@@ -143,6 +143,28 @@ async fn backfill(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `COMMAND --source S --target T --table public.readings [--until U] -q`.
+fn readings_args<'a>(
+    command: &'a str,
+    urls: &'a (String, String),
+    until: Option<&'a str>,
+) -> Vec<&'a str> {
+    let mut args = vec![
+        command,
+        "--source",
+        &urls.0,
+        "--target",
+        &urls.1,
+        "--table",
+        "public.readings",
+        "-q",
+    ];
+    if let Some(u) = until {
+        args.extend(["--until", u]);
+    }
+    args
+}
+
 async fn validator(args: &[&str]) -> Result<Report> {
     let mut argv = vec!["dualwrite-validator"];
     argv.extend_from_slice(args);
@@ -308,7 +330,8 @@ async fn main() -> Result<()> {
     );
     done(t);
 
-    let (s_url, t_url) = (source.url("app"), target.url("app"));
+    let urls = (source.url("app"), target.url("app"));
+    let (s_url, t_url) = (urls.0.clone(), urls.1.clone());
     let t = step(
         3,
         "dualwrite-backfill schema: roles, schema and relational data to the target",
@@ -381,19 +404,7 @@ async fn main() -> Result<()> {
     );
     // Up to a second ago: writes in flight right now are not on the target yet.
     let settled_until = settled_now();
-    let suggest = validator(&[
-        "suggest-t",
-        "--source",
-        &s_url,
-        "--target",
-        &t_url,
-        "--table",
-        "public.readings",
-        "--until",
-        &settled_until,
-        "-q",
-    ])
-    .await?;
+    let suggest = validator(&readings_args("suggest-t", &urls, Some(&settled_until))).await?;
     let s = suggest.tables[0]
         .suggestion
         .as_ref()
@@ -444,36 +455,13 @@ async fn main() -> Result<()> {
     // The writer is still running: compare up to a second ago.
     let settled_until = settled_now();
     println!("   (up to {settled_until}: the writer is still running)");
-    let counts = validate_settled(&[
-        "counts",
-        "--source",
-        &s_url,
-        "--target",
-        &t_url,
-        "--table",
-        "public.readings",
-        "--until",
-        &settled_until,
-        "-q",
-    ])
-    .await?;
+    let counts = validate_settled(&readings_args("counts", &urls, Some(&settled_until))).await?;
     print_report(&counts);
     let html =
         std::env::temp_dir().join(format!("dualwrite-demo-report-{}.html", std::process::id()));
     let html_s = html.display().to_string();
-    let checksum_args = [
-        "checksum",
-        "--source",
-        &s_url,
-        "--target",
-        &t_url,
-        "--table",
-        "public.readings",
-        "--until",
-        &settled_until,
-        "-q",
-    ];
-    let checksum = validate_settled(&checksum_args).await?;
+    let checksum =
+        validate_settled(&readings_args("checksum", &urls, Some(&settled_until))).await?;
     print_report(&checksum);
     std::fs::write(&html, dualwrite_validator::report::html::render(&checksum))?;
     println!("   HTML report: {html_s}");
@@ -522,17 +510,7 @@ async fn main() -> Result<()> {
     let writer_errors = writer.await??;
     let total_writes = writes.load(Ordering::Relaxed);
     println!("   writer: {total_writes} writes through the proxy, {writer_errors} errors");
-    let last = validate_settled(&[
-        "checksum",
-        "--source",
-        &s_url,
-        "--target",
-        &t_url,
-        "--table",
-        "public.readings",
-        "-q",
-    ])
-    .await?;
+    let last = validate_settled(&readings_args("checksum", &urls, None)).await?;
     print_report(&last);
     let mut sites_equal = true;
     for table in ["sites", "devices"] {
