@@ -34,11 +34,12 @@ pub struct Progress {
     mode: Mode,
     bar: ProgressBar,
     noun: &'static str,
-    total_units: u64,
+    total_units: AtomicU64,
     /// Units finished before this run (a resumed plan).
     done_before: u64,
     done: AtomicU64,
     failed: AtomicU64,
+    skipped: AtomicU64,
     rows: AtomicU64,
     bytes: AtomicU64,
     /// Estimated rows of the units this run has left, when known.
@@ -74,10 +75,11 @@ impl Progress {
             mode,
             bar,
             noun,
-            total_units,
+            total_units: AtomicU64::new(total_units),
             done_before,
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             rows: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             est_rows_left,
@@ -98,6 +100,12 @@ impl Progress {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }))
+    }
+
+    /// More units found (a CSV file is split as it is read).
+    pub fn add_units(&self, n: u64) {
+        self.total_units.fetch_add(n, Ordering::Relaxed);
+        self.bar.inc_length(n);
     }
 
     /// Rows and bytes streamed (live; taken back with [`Progress::unstream`] when a unit
@@ -121,7 +129,7 @@ impl Progress {
             eprintln!(
                 "[{}/{}] {label}: {} rows, {} in {:.1}s; {}",
                 self.done_before + n,
-                self.total_units,
+                self.total_units.load(Ordering::Relaxed),
                 group(rows),
                 mb(bytes),
                 took.as_secs_f64(),
@@ -137,6 +145,17 @@ impl Progress {
         if self.mode != Mode::Quiet {
             self.bar.suspend(|| eprintln!("FAILED {label}: {error}"));
         }
+    }
+
+    /// A unit found done already (a CSV batch loaded by an earlier run).
+    pub fn skip(&self) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        self.bar.inc(1);
+    }
+
+    /// Units skipped as done already.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     /// A message outside the bar (a retry, a warning).
@@ -185,9 +204,10 @@ impl Progress {
             bytes as f64 / secs / 1e6
         );
         // ETA from the estimated rows when known, else from units.
-        let done = self.done() + self.failed();
+        let done = self.done() + self.failed() + self.skipped();
         let left_units = self
             .total_units
+            .load(Ordering::Relaxed)
             .saturating_sub(self.done_before)
             .saturating_sub(done);
         let eta = match self.est_rows_left {

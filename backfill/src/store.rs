@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS _dualwrite_backfill.csv_batch (
     import_id text NOT NULL,
     batch_id text NOT NULL,
     table_name text NOT NULL,
+    file text NOT NULL,
+    batch_rows bigint NOT NULL,
     rows bigint NOT NULL,
     bytes bigint NOT NULL,
     loaded_at timestamptz NOT NULL DEFAULT now(),
