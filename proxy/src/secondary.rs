@@ -24,7 +24,7 @@ use crate::backend;
 use crate::classify::TxControl;
 use crate::config::{Backend, OnLag};
 use crate::journal::{Record, RecordKind};
-use crate::outcome::{Collector, Outcome};
+use crate::outcome::{Collector, Outcome, ResultKind};
 use crate::protocol::{self, frontend as f};
 use crate::server::Shared;
 use crate::session::read_message;
@@ -80,6 +80,8 @@ impl Secondary {
             txn: Vec::new(),
             txn_failed: None,
             txn_in_doubt: false,
+            deferred: Vec::new(),
+            deferred_bytes: 0,
             prelude: Vec::new(),
             outcomes: out_rx,
             lag_detached: lag_detached.clone(),
@@ -206,6 +208,9 @@ struct CopyState {
     data_bytes: usize,
 }
 
+/// Bytes of a transaction's units held back before they are sent anyway.
+const DEFER_LIMIT: usize = 1 << 20;
+
 /// COPY data kept for the journal in case the secondary fails; past this, the record says
 /// which table needs a re-backfill instead.
 const COPY_JOURNAL_LIMIT: usize = 64 * 1024 * 1024;
@@ -223,6 +228,11 @@ struct Worker {
     txn_failed: Option<String>,
     /// The connection was lost while the secondary ran the transaction's COMMIT.
     txn_in_doubt: bool,
+    /// The primary's outcomes of the transaction's units not yet sent to the secondary (the
+    /// last `deferred.len()` units of `txn`): they go in one batch with the unit that ends the
+    /// transaction, or before anything that needs the transaction open on the secondary.
+    deferred: Vec<Outcome>,
+    deferred_bytes: usize,
     prelude: Vec<String>,
     outcomes: mpsc::UnboundedReceiver<Outcome>,
     lag_detached: Arc<AtomicBool>,
@@ -399,6 +409,8 @@ impl Worker {
             self.shared.shadow.skip("detached");
             return;
         }
+        // The read sees the transaction's writes so far.
+        self.flush(false).await;
         if self.conn.is_none()
             && primary.status_before == b'I'
             && Instant::now() >= self.next_connect
@@ -570,6 +582,8 @@ impl Worker {
             self.txn.clear();
             self.txn_failed = None;
             self.txn_in_doubt = false;
+            self.deferred.clear();
+            self.deferred_bytes = 0;
         }
         let action = if primary_error {
             if after == b'I' && before != b'I' {
@@ -578,6 +592,13 @@ impl Worker {
                 Action::Skip
             }
         } else if u.tx == Some(TxControl::Commit) && o.tag(0) != Some("COMMIT") {
+            Action::Rollback
+        } else if before != b'I'
+            && after == b'I'
+            && matches!(o.results.last().map(|r| &r.kind), Some(ResultKind::Tag(t)) if t == "ROLLBACK")
+        {
+            // The client rolled the transaction back: nothing of it is applied or journaled
+            // (what the secondary has of it is rolled back below).
             Action::Rollback
         } else {
             Action::Apply
@@ -591,7 +612,10 @@ impl Worker {
                 self.txn.clear();
                 self.txn_failed = None;
                 self.txn_in_doubt = false;
+                self.deferred.clear();
+                self.deferred_bytes = 0;
             }
+
             Action::Apply => {
                 let in_txn = before != b'I' || after != b'I';
                 if in_txn {
@@ -605,6 +629,12 @@ impl Worker {
                         self.txn_failed = Some(reason);
                     } else {
                         self.journal_units(std::slice::from_ref(&u), &reason).await;
+                    }
+                } else if in_txn {
+                    self.deferred.push(o.clone());
+                    self.deferred_bytes += u.bytes;
+                    if after == b'I' || self.deferred_bytes > DEFER_LIMIT {
+                        self.flush(after == b'I').await;
                     }
                 } else {
                     match self.send_unit(&u).await {
@@ -661,12 +691,99 @@ impl Worker {
                     }
                     self.txn.clear();
                     self.txn_in_doubt = false;
+                    self.deferred.clear();
+                    self.deferred_bytes = 0;
                 }
             }
         }
         drop(gate);
         if after == b'I' && self.sec_status != b'I' {
             self.rollback().await;
+        }
+    }
+
+    /// Send the transaction's deferred units in one batch and read their answers in order.
+    /// `ending`: the batch ends with the unit that commits the transaction.
+    async fn flush(&mut self, ending: bool) {
+        let outcomes = std::mem::take(&mut self.deferred);
+        self.deferred_bytes = 0;
+        let n = outcomes.len();
+        if n == 0 || self.txn_failed.is_some() {
+            return;
+        }
+        let units: Vec<Unit> = self.txn[self.txn.len() - n..].to_vec();
+        let mut out = BytesMut::new();
+        let parsed: Vec<Vec<String>> = units
+            .iter()
+            .map(|u| self.encode_steps(&u.steps, &mut out))
+            .collect();
+        let answers = match self.conn.as_mut() {
+            Some(conn) => roundtrips(conn, &out, n).await,
+            None => Err(Lost("not connected".into())),
+        };
+        let answers = match answers {
+            Ok(a) => a,
+            Err(Lost(why)) => {
+                self.lost(&why);
+                self.txn_failed
+                    .get_or_insert_with(|| format!("secondary connection lost: {why}"));
+                // The batch held the COMMIT: the secondary may have run it before the end.
+                self.txn_in_doubt = ending;
+                return;
+            }
+        };
+        let mut stale: Vec<String> = Vec::new();
+        for (i, sec) in answers.iter().enumerate() {
+            self.sec_status = sec.status_after;
+            if self.txn_failed.is_some() {
+                // After a failure the server skipped the rest: their statements may not exist.
+                stale.extend(parsed[i].iter().cloned());
+                continue;
+            }
+            if let Some((code, message)) = sec.error() {
+                let reason = format!("{code} {message}");
+                metrics::counter!("dualwrite_secondary_failures_total", "kind" => "error")
+                    .increment(1);
+                self.shared
+                    .dual
+                    .secondary_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(error = %reason, statement = %units[i].text, "secondary failed a statement the primary applied");
+                stale.extend(parsed[i].iter().cloned());
+                self.txn_failed = Some(reason);
+            } else {
+                self.compare(&units[i], &outcomes[i], sec).await;
+                for t in &units[i].tables {
+                    self.shared.dual.note_write(t);
+                }
+            }
+        }
+        if self.txn_failed.is_some() {
+            self.forget(stale).await;
+        }
+    }
+
+    /// Close statements a failed batch parsed (they may or may not exist) and forget them.
+    async fn forget(&mut self, names: Vec<String>) {
+        self.statements.remove("");
+        let mut close = BytesMut::new();
+        for name in names.iter().filter(|n| !n.is_empty()) {
+            let mut body = vec![b'S'];
+            body.extend_from_slice(name.as_bytes());
+            body.push(0);
+            protocol::frontend_message(&mut close, f::CLOSE, &body);
+            self.statements.remove(name);
+        }
+        if close.is_empty() {
+            return;
+        }
+        protocol::frontend_message(&mut close, f::SYNC, &[]);
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match roundtrip(conn, &close).await {
+            Ok(o) => self.sec_status = o.status_after,
+            Err(Lost(why)) => self.lost(&why),
         }
     }
 
@@ -904,6 +1021,7 @@ impl Worker {
     }
 
     async fn copy_start(&mut self, u: Unit) {
+        self.flush(false).await;
         let extended =
             !matches!(u.steps.first(), Some(Step::Raw(b)) if b.first() == Some(&f::QUERY));
         let live = self.txn_failed.is_none() && self.live(true).await;
@@ -1110,6 +1228,28 @@ fn query_text(q: &[u8]) -> String {
     let body = &q[5..];
     let end = body.iter().position(|b| *b == 0).unwrap_or(body.len());
     String::from_utf8_lossy(&body[..end]).into_owned()
+}
+
+/// Write `out` (a batch of `n` units) and read the `n` answers, each up to its ReadyForQuery.
+async fn roundtrips(conn: &mut Conn, out: &[u8], n: usize) -> Result<Vec<Outcome>, Lost> {
+    conn.writer
+        .write_all(out)
+        .await
+        .map_err(|e| Lost(e.to_string()))?;
+    conn.writer.flush().await.map_err(|e| Lost(e.to_string()))?;
+    let mut answers = Vec::with_capacity(n);
+    let mut c = Collector::default();
+    c.begin(b'I');
+    while answers.len() < n {
+        let (tag, body) = read_message(&mut conn.reader, &mut conn.buf, 1 << 30)
+            .await
+            .map_err(|e| Lost(e.to_string()))?;
+        if let Some(o) = c.message(tag, &body) {
+            answers.push(o);
+            c.begin(b'I');
+        }
+    }
+    Ok(answers)
 }
 
 /// Write `out` and read the answer up to ReadyForQuery.

@@ -274,3 +274,80 @@ async fn lag_bound_backpressure_never_deadlocks_or_loses() {
     assert!(same.starts_with("23000 "), "{same}");
     assert_eq!(d.status().await["dual_write"]["journal"]["records"], 0);
 }
+
+/// A transaction's writes reach the secondary together with its COMMIT. When the secondary
+/// fails one of them, a transaction the client commits is journaled whole; one the client
+/// rolls back is neither applied nor journaled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_failing_on_the_secondary_are_journaled_only_when_committed() {
+    let d = DualWrite::start().await;
+    d.both("CREATE TABLE t (id int PRIMARY KEY); GRANT ALL ON t TO app");
+    d.source.psql(
+        "app",
+        "CREATE TABLE only_source (id int); GRANT ALL ON only_source TO app",
+    );
+    let c = d.client().await;
+    // Healthy transactions, simple and extended protocol, a savepoint rolled back inside one.
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); COMMIT")
+        .await
+        .unwrap();
+    let ins = c.prepare("INSERT INTO t VALUES ($1)").await.unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    c.execute(&ins, &[&3i32]).await.unwrap();
+    c.batch_execute("SAVEPOINT s").await.unwrap();
+    assert!(
+        c.execute(&ins, &[&3i32]).await.is_err(),
+        "duplicate key on the primary"
+    );
+    c.batch_execute("ROLLBACK TO SAVEPOINT s").await.unwrap();
+    c.execute(&ins, &[&4i32]).await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    // Rolled back by the client: nothing anywhere.
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (5)")
+        .await
+        .unwrap();
+    c.batch_execute("ROLLBACK").await.unwrap();
+    d.assert_same("SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
+        .await;
+    // The secondary fails the second statement; the client rolls back.
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (6); INSERT INTO only_source VALUES (1)")
+        .await
+        .unwrap();
+    c.batch_execute("ROLLBACK").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let status = d.status().await;
+    assert_eq!(status["dual_write"]["journal"]["missed"], 0, "{status}");
+    assert_eq!(status["dual_write"]["secondary_attached"], true, "{status}");
+    assert_eq!(
+        d.target
+            .psql("app", "SELECT string_agg(id::text, ',' ORDER BY id) FROM t"),
+        "1,2,3,4"
+    );
+    // The same, committed: the whole transaction is journaled, in one record.
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (7); INSERT INTO only_source VALUES (2); COMMIT")
+        .await
+        .unwrap();
+    let mut status = d.status().await;
+    for _ in 0..50 {
+        if status["dual_write"]["journal"]["missed"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = d.status().await;
+    }
+    assert_eq!(status["dual_write"]["journal"]["missed"], 1, "{status}");
+    let (records, _) =
+        dualwrite_proxy::journal::read_records(d.journal_dir.path()).expect("journal reads");
+    let statements = dualwrite_proxy::journal::describe(&records[0].messages).join("; ");
+    assert!(
+        statements.contains("INSERT INTO t VALUES (7)")
+            && statements.contains("INSERT INTO only_source VALUES (2)"),
+        "{statements}"
+    );
+    // Row 7 is not on the target: its transaction failed there as a whole.
+    assert_eq!(
+        d.target
+            .psql("app", "SELECT string_agg(id::text, ',' ORDER BY id) FROM t"),
+        "1,2,3,4"
+    );
+}
