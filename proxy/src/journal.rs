@@ -55,6 +55,9 @@ pub struct Record {
     /// can and, if it fails, takes it as already applied (reported, not retried).
     #[serde(default)]
     pub in_doubt: bool,
+    /// The side that missed the writes (`source` or `target`); replay sends them there.
+    #[serde(default)]
+    pub side: Option<String>,
     pub tables: Vec<String>,
     /// Why the secondary missed it (its SQLSTATE and message, or the connection's fate).
     pub error: String,

@@ -246,13 +246,18 @@ async fn real_main(cli: Cli) -> ExitCode {
 
 async fn journal(action: JournalAction) -> ExitCode {
     let (JournalAction::Show { config, .. } | JournalAction::Replay { config }) = &action;
-    let settings = match Settings::load(config) {
+    let mut settings = match Settings::load(config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    // Which side is the secondary now: the persisted state (cutovers) wins over the file, as
+    // it does for a running proxy.
+    if let Some(state) = dualwrite_proxy::state::load(&settings.journal_dir) {
+        dualwrite_proxy::state::apply(&mut settings, &state);
+    }
     match action {
         JournalAction::Show { json, .. } => {
             match dualwrite_proxy::journal::read_records(&settings.journal_dir) {

@@ -172,17 +172,13 @@ pub async fn replay(
     settings: &Settings,
     report: &mut (dyn FnMut(ReplayEvent) + Send),
 ) -> Result<ReplaySummary, ReplayError> {
-    let backend = settings
+    let secondary = settings
         .secondary_backend()
         .ok_or(ReplayError::NoSecondary)?
         .clone();
     let dir = &settings.journal_dir;
     let (records, _) = journal::read_records(dir)?;
     let mut summary = ReplaySummary::default();
-    let missed: Vec<&Record> = records
-        .iter()
-        .filter(|r| r.kind == RecordKind::Missed)
-        .collect();
     for r in records.iter().filter(|r| r.kind == RecordKind::Divergence) {
         summary.divergences_listed += 1;
         report(ReplayEvent::Divergence {
@@ -190,9 +186,40 @@ pub async fn replay(
             error: r.error.clone(),
         });
     }
-    if missed.is_empty() {
-        return Ok(summary);
+    // Each record goes to the side that missed it (after a forced cutover that may be the
+    // primary now); records from before sides were recorded go to the current secondary.
+    let side_of = |r: &Record| match r.side.as_deref() {
+        Some("source") => Some(settings.source.clone()),
+        Some("target") => settings.target.clone(),
+        _ => Some(secondary.clone()),
+    };
+    let mut sides: Vec<Backend> = Vec::new();
+    for r in records.iter().filter(|r| r.kind == RecordKind::Missed) {
+        let b = side_of(r).ok_or(ReplayError::NoSecondary)?;
+        if !sides.iter().any(|s| s.side == b.side) {
+            sides.push(b);
+        }
     }
+    for backend in sides {
+        let missed: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.kind == RecordKind::Missed)
+            .filter(|r| side_of(r).is_some_and(|b| b.side == backend.side))
+            .collect();
+        replay_to(settings, &backend, &missed, report, &mut summary).await?;
+    }
+    Ok(summary)
+}
+
+/// Replay `missed` (in order) to `backend`.
+async fn replay_to(
+    settings: &Settings,
+    backend: &Backend,
+    missed: &[&Record],
+    report: &mut (dyn FnMut(ReplayEvent) + Send),
+    summary: &mut ReplaySummary,
+) -> Result<(), ReplayError> {
+    let dir = &settings.journal_dir;
     let id = journal::journal_id(dir)?;
     let admin = dualwrite_common::connect(&backend.url, "dualwrite-proxy replay")
         .await
@@ -230,10 +257,10 @@ pub async fn replay(
         let key = (r.user.clone(), r.database.clone());
         if !conns.contains_key(&key) {
             let c = backend::connect(
-                &backend,
+                backend,
                 &r.user,
                 &r.database,
-                password(settings, &backend, &r.user).as_ref(),
+                password(settings, backend, &r.user).as_ref(),
                 &[],
                 settings.connect_timeout,
             )
@@ -330,7 +357,7 @@ pub async fn replay(
     for (_, mut c) in conns {
         let _ = c.writer.write_all(b"X\0\0\0\x04").await;
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// The last applied seq, for `journal show` (the target's marker table is authoritative).

@@ -978,6 +978,7 @@ impl Worker {
             messages,
             wrap,
             in_doubt: false,
+            side: Some(self.backend.side.name().to_string()),
             tables,
             error: error.to_string(),
             primary_result: None,

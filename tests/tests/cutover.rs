@@ -164,3 +164,61 @@ async fn restart_after_cutover_resumes_with_target_as_primary() {
         "1,2,3"
     );
 }
+
+/// A forced cutover with writes still journaled for the target: the journal is replayed to
+/// the side that missed the writes (the target, now the primary), never to the source that
+/// already has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_cutover_replays_the_journal_to_the_side_that_missed_it() {
+    let d = DualWrite::start_with("", "[secondary]\nreconnect_backoff = \"100ms\"\n").await;
+    d.both("CREATE TABLE t (id int PRIMARY KEY); GRANT ALL ON t TO app");
+    d.source.psql(
+        "app",
+        "CREATE TABLE late (id int PRIMARY KEY); GRANT ALL ON late TO app",
+    );
+    let c = d.client().await;
+    c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    // The target lacks `late`: this write is journaled for the target, which is detached.
+    c.execute("INSERT INTO late VALUES (1)", &[]).await.unwrap();
+    let mut status = d.status().await;
+    for _ in 0..50 {
+        if status["dual_write"]["journal"]["missed"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = d.status().await;
+    }
+    assert_eq!(
+        status["dual_write"]["secondary_attached"], false,
+        "{status}"
+    );
+    let (code, body) = d.proxy.admin_post("/cutover", r#"{"to": "target"}"#).await;
+    assert_ne!(
+        code, 200,
+        "refused while the journal is not replayed: {body}"
+    );
+    let (code, body) = d
+        .proxy
+        .admin_post("/cutover", r#"{"to": "target", "force": true}"#)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    // Once the target can take the record, it lands there, once; the source keeps its row.
+    d.target.psql(
+        "app",
+        "CREATE TABLE late (id int PRIMARY KEY); GRANT ALL ON late TO app",
+    );
+    let mut on_target = String::new();
+    for _ in 0..100 {
+        on_target = d.target.psql("app", "SELECT count(*) FROM late");
+        if on_target == "1" && d.status().await["dual_write"]["secondary_attached"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(on_target, "1", "{}", d.status().await);
+    assert_eq!(d.source.psql("app", "SELECT count(*) FROM late"), "1");
+    // Writes flow to both again, the target answering.
+    c.execute("INSERT INTO t VALUES (2)", &[]).await.unwrap();
+    d.assert_same("SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
+        .await;
+}

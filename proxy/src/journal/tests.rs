@@ -16,6 +16,7 @@ fn record(i: u64) -> Record {
         messages: format!("Q\0\0\0\x0eINSERT {i}\0").into_bytes(),
         wrap: true,
         in_doubt: false,
+        side: None,
         tables: vec!["t".into()],
         error: "08006 gone".into(),
         primary_result: None,
