@@ -711,6 +711,11 @@ impl Worker {
         if n == 0 || self.txn_failed.is_some() {
             return;
         }
+        if self.conn.is_none() {
+            // Nothing is sent: the transaction is journaled whole, not in doubt.
+            self.txn_failed = Some(self.detached_reason());
+            return;
+        }
         let units: Vec<Unit> = self.txn[self.txn.len() - n..].to_vec();
         let mut out = BytesMut::new();
         let parsed: Vec<Vec<String>> = units
