@@ -30,6 +30,15 @@ pub fn install() -> PrometheusHandle {
             // Another recorder may already be installed (an embedding process); ours still renders.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // Histogram samples accumulate until upkeep folds them into buckets: without a
+            // periodic upkeep a proxy nobody scrapes would grow without bound.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                });
             handle
         })
         .clone()
