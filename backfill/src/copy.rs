@@ -109,7 +109,7 @@ pub async fn run(args: CopyArgs) -> crate::Result<ExitCode> {
     if mode != Mode::Quiet {
         if created {
             eprintln!(
-                "plan {}: {total} units over {} tables, rows below {}",
+                "plan {}: {total} units over {} table(s), rows below {}",
                 prepared.plan_id,
                 prepared.tables.len(),
                 args.until
@@ -398,7 +398,7 @@ fn opt(v: Option<i64>) -> String {
 /// `--dry-run`: the plan as it would be stored.
 fn print_plan(p: &Prepared, args: &CopyArgs) {
     println!(
-        "plan {} (dry run, nothing copied): {} units over {} tables, rows {}below {}",
+        "plan {} (dry run, nothing copied): {} units over {} table(s), rows {}below {}",
         p.plan_id,
         p.units.len(),
         p.tables.len(),
@@ -419,8 +419,10 @@ fn print_plan(p: &Prepared, args: &CopyArgs) {
             None => "?".into(),
         };
         println!(
-            "  {name} ({:?}, time column {}): {fmt}",
-            t.kind, t.time_column
+            "  {name} ({}, time column {}, {} chunks or partitions): {fmt}",
+            plan::kind_name(&t.kind),
+            t.time_column,
+            t.chunks.len()
         );
     }
     println!(

@@ -66,7 +66,7 @@ impl Progress {
             },
         );
         if let Ok(style) = ProgressStyle::with_template(&format!(
-            "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {noun} {{msg}}"
+            "{{spinner}} [{{elapsed_precise}}] {{bar:20}} {{pos}}/{{len}} {noun} {{msg}}"
         )) {
             bar.set_style(style);
         }
@@ -190,18 +190,17 @@ impl Progress {
         self.started.elapsed()
     }
 
-    /// "1,234 rows, 5.6 MB, 7,890 rows/s, 12.3 MB/s, ETA 1m 2s".
+    /// "1,234 rows, 5.6 MB, 7,890 rows/s, ETA 1m 2s".
     pub fn message(&self) -> String {
         let rows = self.rows();
         let bytes = self.bytes();
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = rows as f64 / secs;
         let mut s = format!(
-            "{} rows, {}, {} rows/s, {:.1} MB/s",
+            "{} rows, {}, {} rows/s",
             group(rows),
             mb(bytes),
-            group(rate as u64),
-            bytes as f64 / secs / 1e6
+            group(rate as u64)
         );
         // ETA from the estimated rows when known, else from units.
         let done = self.done() + self.failed() + self.skipped();

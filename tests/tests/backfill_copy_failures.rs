@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use dualwrite_tests::backfill_util::{below_t, code, command, copy, process, setup, T};
+use dualwrite_tests::backfill_util::{below_t, code, command, copy, digest, process, setup, T};
 use dualwrite_tests::Pair;
 
 #[tokio::test]
@@ -107,5 +107,26 @@ async fn failing_units_are_retried_or_reported_and_the_rest_go_on() {
             "SELECT count(*) FILTER (WHERE state <> 'done'), max(copies), max(attempts) FROM _dualwrite_backfill.unit"
         ),
         "0|1|2"
+    );
+
+    // --from: only [F, T) is copied; the DEFAULT partition's older rows stay behind.
+    pair.target.psql(
+        db,
+        "DROP SCHEMA _dualwrite_backfill CASCADE; TRUNCATE readings",
+    );
+    let f = "2024-02-01 00:00:00+00";
+    let c = copy(&pair, &["--table", "public.readings", "--from", f]).await;
+    assert_eq!(code(c), code(std::process::ExitCode::SUCCESS));
+    let range = format!("ts >= '{f}' AND ts < '{T}'");
+    assert_eq!(
+        digest(&pair.source, db, "readings", &range),
+        digest(&pair.target, db, "readings", &range)
+    );
+    assert_eq!(
+        pair.target.psql(
+            db,
+            &format!("SELECT count(*) FROM readings WHERE NOT ({range})")
+        ),
+        "0"
     );
 }
