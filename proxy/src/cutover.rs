@@ -88,7 +88,8 @@ impl Gate {
 
     /// The session is idle again (no transaction, nothing in flight).
     pub fn leave(&self) {
-        if self.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+        // Only a paused gate has a waiter; one that pauses after this sees the count (SeqCst).
+        if self.busy.fetch_sub(1, Ordering::SeqCst) == 1 && self.paused.load(Ordering::SeqCst) {
             self.quiet.notify_waiters();
         }
     }
