@@ -434,7 +434,7 @@ impl Worker {
             let parsed = self.encode_steps(&u.steps, &mut out);
             let conn = self.conn.as_mut().expect("checked above");
             started = Instant::now();
-            let answer = roundtrip(conn, &out).await;
+            let answer = roundtrip_sampled(conn, &out, true).await;
             let elapsed = started.elapsed();
             match answer {
                 Ok(o) => {
@@ -533,7 +533,7 @@ impl Worker {
             }
         }
         let started = Instant::now();
-        match roundtrip(&mut conn, &out).await {
+        match roundtrip_sampled(&mut conn, &out, true).await {
             Ok(o) => {
                 let elapsed = started.elapsed();
                 if o.error().is_some() {
@@ -1260,6 +1260,11 @@ async fn roundtrips(conn: &mut Conn, out: &[u8], n: usize) -> Result<Vec<Outcome
 
 /// Write `out` and read the answer up to ReadyForQuery.
 async fn roundtrip(conn: &mut Conn, out: &[u8]) -> Result<Outcome, Lost> {
+    roundtrip_sampled(conn, out, false).await
+}
+
+/// [`roundtrip`], keeping the first rows of the answer when `keep` (shadow reads).
+async fn roundtrip_sampled(conn: &mut Conn, out: &[u8], keep: bool) -> Result<Outcome, Lost> {
     conn.writer
         .write_all(out)
         .await
@@ -1267,6 +1272,7 @@ async fn roundtrip(conn: &mut Conn, out: &[u8]) -> Result<Outcome, Lost> {
     conn.writer.flush().await.map_err(|e| Lost(e.to_string()))?;
     let mut c = Collector::default();
     c.begin(b'I');
+    c.keep_rows(keep);
     loop {
         let (tag, body) = read_message(&mut conn.reader, &mut conn.buf, 1 << 30)
             .await

@@ -641,6 +641,28 @@ mod tests {
     }
 
     #[test]
+    fn lists_rows_found_on_one_side_only() {
+        let row = |v: &[u8]| {
+            let mut b = vec![0, 1];
+            b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            b.extend_from_slice(v);
+            bytes::Bytes::from(b)
+        };
+        let p = Outcome {
+            sample: vec![row(b"1"), row(b"2"), row(b"3")],
+            ..Outcome::default()
+        };
+        let s = Outcome {
+            sample: vec![row(b"1"), row(b"3"), row(b"4")],
+            ..Outcome::default()
+        };
+        assert_eq!(
+            differing_rows(&p, &s),
+            (vec!["(2)".to_string()], vec!["(4)".to_string()])
+        );
+    }
+
+    #[test]
     fn queue_bound_and_percentiles() {
         let s = Shadow::new(1.0);
         assert!(s.admit(2));
