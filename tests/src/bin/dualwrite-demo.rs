@@ -365,7 +365,7 @@ async fn main() -> Result<()> {
 
     let t = step(
         4,
-        "dualwrite-proxy in dual-write mode; the application writes and reads through it",
+        "dualwrite-proxy in dual-write mode; the application writes (and reads) through it",
     );
     let journal = tempfile::Builder::new()
         .prefix("dwdemo-journal-")
@@ -385,6 +385,10 @@ async fn main() -> Result<()> {
     let stop_writer = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicU64::new(0));
     let writer = start_writer(app_url.clone(), stop_writer.clone(), writes.clone());
+    // The reader looks at history (before today, where the backfill puts it) and devices.
+    let history_end = source.psql("app", "SELECT current_date::timestamptz");
+    let stop_reader = Arc::new(AtomicBool::new(false));
+    let reader = start_reader(app_url.clone(), stop_reader.clone(), history_end);
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!(
         "   writer: {} writes so far",
@@ -477,15 +481,16 @@ async fn main() -> Result<()> {
     if code != 200 {
         bail!("turning shadow reads on failed ({code}): {body}");
     }
-    let stop_reader = Arc::new(AtomicBool::new(false));
-    let reader = start_reader(app_url.clone(), stop_reader.clone(), until.clone());
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     stop_reader.store(true, Ordering::Release);
     let reads = reader.await??;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let shadow: dualwrite_proxy::shadow::ShadowReport =
         serde_json::from_str(&proxy.admin_get("/shadow").await)?;
-    println!("   {reads} reads by the application; the proxy's summary:");
+    println!(
+        "   {reads} reads by the application since step 4; the proxy's summary of the last {}s:",
+        args.seconds
+    );
     for line in dualwrite_proxy::shadow::render(&shadow).lines() {
         println!("   {line}");
     }
