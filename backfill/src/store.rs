@@ -20,8 +20,12 @@ pub const SCHEMA: &str = "_dualwrite_backfill";
 pub const LOCK_CLASS: i32 = 0x6477_4266;
 
 const DDL: &str = "
-CREATE SCHEMA IF NOT EXISTS _dualwrite_backfill;
-COMMENT ON SCHEMA _dualwrite_backfill IS 'dualwrite-backfill plans and progress; drop with dualwrite-backfill clean';
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '_dualwrite_backfill') THEN
+    CREATE SCHEMA _dualwrite_backfill;
+    COMMENT ON SCHEMA _dualwrite_backfill IS 'dualwrite-backfill plans and progress; drop with dualwrite-backfill clean';
+  END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS _dualwrite_backfill.plan (
     plan_id text PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now(),

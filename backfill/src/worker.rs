@@ -136,9 +136,18 @@ impl Worker {
                 .await
                 .map_err(|e| e.to_string())?;
             let q = |e: tokio_postgres::Error| format!("target: {}", describe(&e));
-            if !store::lock_worker(&c, self.key).await.map_err(q)? {
-                // The previous session still holds it (a connection not yet noticed dead):
-                // take a new key; claims stamped with the old one become reclaimable.
+            // A dropped connection's backend may still hold the key for a moment.
+            let mut locked = false;
+            for _ in 0..10 {
+                if store::lock_worker(&c, self.key).await.map_err(q)? {
+                    locked = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if !locked {
+                // Still held (a connection the server has not noticed dead): take a new key;
+                // claims stamped with the old one become reclaimable once it goes.
                 self.key = new_key();
                 if !store::lock_worker(&c, self.key).await.map_err(q)? {
                     return Err("target: cannot take a worker lock".into());
@@ -258,7 +267,10 @@ impl Worker {
                         attempt + 1,
                         self.shared.attempts
                     ));
-                    self.target = None;
+                    // A source error leaves the target connection (and its claim) usable.
+                    if !matches!(e, UnitError::Source(_)) {
+                        self.target = None;
+                    }
                     if self.sleep(backoff(attempt)).await {
                         return;
                     }
