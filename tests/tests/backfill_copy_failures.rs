@@ -72,6 +72,8 @@ async fn failing_units_are_retried_or_reported_and_the_rest_go_on() {
             T,
             "--table",
             "public.events:at",
+            "--slice",
+            "5days",
             "--table",
             "public.readings",
             "--max-rows-per-second",
@@ -107,6 +109,14 @@ async fn failing_units_are_retried_or_reported_and_the_rest_go_on() {
             "SELECT count(*) FILTER (WHERE state <> 'done'), max(copies), max(attempts) FROM _dualwrite_backfill.unit"
         ),
         "0|1|2"
+    );
+    // --slice 5days: events below T (2024-01-01 to 2024-03-15 12:00) in 15 slices.
+    assert_eq!(
+        pair.target.psql(
+            db,
+            "SELECT count(*) FROM _dualwrite_backfill.unit WHERE table_name = 'public.events'"
+        ),
+        "15"
     );
 
     // --from: only [F, T) is copied; the DEFAULT partition's older rows stay behind.

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use dualwrite_tests::backfill_util::{below_t, command, setup, T};
+use dualwrite_tests::backfill_util::{below_t, command, process, setup, T};
 use dualwrite_tests::Pair;
 use rand::Rng;
 
@@ -130,6 +130,17 @@ fn ctrl_c_finishes_running_units_and_a_rerun_resumes() {
             break;
         }
     }
+    // status, from another terminal, shows the plan part done and the units being copied.
+    let out = process(&["status", "--target", &pair.target_url()]);
+    let status_text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{status_text}");
+    assert!(status_text.contains("units done"), "{status_text}");
+    assert!(
+        status_text
+            .lines()
+            .any(|l| l.contains(" running ") && l.contains("public.readings")),
+        "{status_text}"
+    );
     eprintln!("interrupting after {:?}", t0.elapsed());
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
