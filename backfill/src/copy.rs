@@ -347,38 +347,47 @@ async fn export_snapshot(url: &PgUrl) -> Result<(Client, String), String> {
 
 /// First Ctrl-C (or SIGTERM): finish the running units, claim no more. Second: roll back.
 async fn watch_signals(shared: Arc<Shared>) {
-    let first = async {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Listening from the start, so a second Ctrl-C right after the first is not missed.
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
             }
+            soft_stop(&shared);
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            hard_stop(&shared);
+            return;
         }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
+    }
+    if tokio::signal::ctrl_c().await.is_ok() {
+        soft_stop(&shared);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            hard_stop(&shared);
         }
-    };
-    first.await;
+    }
+}
+
+fn soft_stop(shared: &Shared) {
     shared.progress.note(
         "stopping: finishing the running units (Ctrl-C again to roll them back and stop now)",
     );
     shared.stop.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
-        shared
-            .progress
-            .note("rolling back the running units and stopping");
-        shared.kill.cancel();
-    }
+}
+
+fn hard_stop(shared: &Shared) {
+    shared
+        .progress
+        .note("rolling back the running units and stopping");
+    shared.kill.cancel();
 }
 
 fn hostname() -> String {

@@ -1,6 +1,6 @@
 //! `copy` killed with SIGKILL at random points, several times, then rerun to completion:
 //! source and target are identical below T, and no unit was committed twice. Ctrl-C once
-//! finishes the running units, stops, and a rerun resumes.
+//! finishes the running units and stops; twice rolls them back; a rerun resumes.
 
 use std::time::{Duration, Instant};
 
@@ -165,6 +165,47 @@ fn ctrl_c_finishes_running_units_and_a_rerun_resumes() {
     let state = units_state(&pair);
     let (done, total) = state.split_once('/').unwrap();
     assert!(done != "0" && done != total, "stopped part way: {state}");
+
+    // Ctrl-C twice: the running units are rolled back and handed back at once.
+    let n = args.len();
+    args[n - 1] = "20000".into();
+    let child = std::process::Command::new(command().get_program())
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn copy");
+    let before = units_state(&pair);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+        let running = pair.target.psql(
+            &pair.db,
+            "SELECT count(*) FROM _dualwrite_backfill.unit WHERE state = 'running'",
+        );
+        if running != "0" {
+            break;
+        }
+    }
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(300));
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill -INT");
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rolling back"), "{stderr}");
+    assert_eq!(
+        pair.target.psql(
+            &pair.db,
+            "SELECT count(*) FROM _dualwrite_backfill.unit WHERE state NOT IN ('done', 'pending')"
+        ),
+        "0"
+    );
+    eprintln!("units done {before} before, {} after", units_state(&pair));
 
     eprintln!("rerun after {:?}", t0.elapsed());
     let n = args.len();
