@@ -105,9 +105,20 @@ pub fn compare(p: &StatementResult, s: &StatementResult, ordered: bool) -> Resul
 
 /// Whether the statement text asks for an order (an `ORDER BY` outside strings and comments).
 pub fn has_order_by(text: &str) -> bool {
-    let norm = normalize(text).to_ascii_uppercase();
-    let words: Vec<&str> = norm.split_whitespace().collect();
-    words.windows(2).any(|w| w == ["ORDER", "BY"])
+    ordered(&normalize(text))
+}
+
+/// [`has_order_by`] of a [`normalize`]d text.
+fn ordered(normalized: &str) -> bool {
+    let mut words = normalized.split_whitespace();
+    let mut prev = words.next();
+    for w in words {
+        if prev.is_some_and(|p| p.eq_ignore_ascii_case("order")) && w.eq_ignore_ascii_case("by") {
+            return true;
+        }
+        prev = Some(w);
+    }
+    false
 }
 
 /// The statement with literals replaced by `?` and whitespace collapsed, for grouping.
@@ -324,7 +335,8 @@ impl Shadow {
             .record(primary.elapsed.as_secs_f64());
         metrics::histogram!("dualwrite_shadow_duration_seconds", "side" => "secondary")
             .record(secondary_elapsed.as_secs_f64());
-        let ordered = has_order_by(text);
+        let key = normalize(text);
+        let ordered = ordered(&key);
         let mut kinds = Vec::new();
         let mut order_only = false;
         for (i, &pi) in results.iter().enumerate() {
@@ -346,7 +358,6 @@ impl Shadow {
         for k in &kinds {
             metrics::counter!("dualwrite_shadow_mismatches_total", "kind" => k.name()).increment(1);
         }
-        let key = normalize(text);
         let mut map = self.statements.lock().expect("shadow lock poisoned");
         let key = if map.contains_key(&key) || map.len() < MAX_STATEMENTS {
             key
