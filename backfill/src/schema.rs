@@ -25,11 +25,11 @@ use crate::Error;
 pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
     let source_url = pg::parse_url(&args.source.source, Side::Source).map_err(input)?;
     let target_url = pg::parse_url(&args.target.target, Side::Target).map_err(input)?;
-    let tools = PgTools::find(args.pg_bin.as_deref()).map_err(Error::Input)?;
     let source = pg::open(&source_url, Side::Source).await.map_err(input)?;
     let target = pg::open(&target_url, Side::Target).await.map_err(input)?;
     let s = ServerInfo::read(&source, Side::Source).await?;
     let t = ServerInfo::read(&target, Side::Target).await?;
+    let tools = PgTools::find(args.pg_bin.as_deref(), s.major, t.major).map_err(Error::Input)?;
     let tsdb = check(&tools, &s, &t, &target).await?;
     let series = time_series(&source, &args, &s).await?;
     let job_owner = args.job_owner.clone().unwrap_or_else(|| t.user.clone());
