@@ -156,3 +156,27 @@ pub fn has_plan_schema(pair: &Pair) -> bool {
         "SELECT count(*) FROM pg_namespace WHERE nspname = '_dualwrite_backfill'",
     ) == "1"
 }
+
+/// Run the binary with no URL or tool defaults from the environment: exit code, stdout, stderr.
+pub fn outcome(args: &[&str]) -> (i32, String, String) {
+    let out = command()
+        .args(args)
+        .env_remove("DUALWRITE_SOURCE_URL")
+        .env_remove("DUALWRITE_TARGET_URL")
+        .env_remove("DUALWRITE_PG_BIN")
+        .output()
+        .expect("running dualwrite-backfill");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `schema --source SOURCE --target TARGET EXTRA... --workdir WORKDIR`, as [`outcome`].
+pub fn schema(source: &str, target: &str, workdir: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["schema", "--source", source, "--target", target];
+    args.extend_from_slice(extra);
+    args.extend(["--workdir", workdir]);
+    outcome(&args)
+}

@@ -307,6 +307,20 @@ impl DualWrite {
         serde_json::from_str(&self.proxy.admin_get("/status").await).expect("status is JSON")
     }
 
+    /// `/status` once the journal holds `n` missed records (or after 5 s, for the caller to
+    /// assert on).
+    pub async fn status_after_missed(&self, n: u64) -> serde_json::Value {
+        let mut status = self.status().await;
+        for _ in 0..50 {
+            if status["dual_write"]["journal"]["missed"] == n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            status = self.status().await;
+        }
+        status
+    }
+
     /// Sum of a Prometheus metric's samples whose line contains `filter`.
     pub async fn metric(&self, name: &str, filter: &str) -> f64 {
         let text = self.proxy.admin_get("/metrics").await;

@@ -1,22 +1,8 @@
 //! `jobs enable|disable` on a target without TimescaleDB: a clear message that there is nothing
 //! to do, exit 0. (The TimescaleDB SQL is unit-tested in `backfill/src/timescale.rs`.)
 
-use std::process::Command;
-
-use dualwrite_tests::{bins, free_port, Cluster, PgBin};
-
-fn backfill(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bins::binary("dualwrite-backfill", "dualwrite-backfill"))
-        .args(args)
-        .env_remove("DUALWRITE_TARGET_URL")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
+use dualwrite_tests::backfill_util::outcome as backfill;
+use dualwrite_tests::{free_port, Cluster, PgBin};
 
 #[test]
 fn without_timescaledb_there_is_nothing_to_do() {

@@ -2,24 +2,8 @@
 //! bypassrls roles and memberships granted by a role, sanitised and applied on a target whose
 //! login role has CREATEROLE but is not a superuser.
 
-use std::process::Command;
-
-use dualwrite_tests::{bins, unique_name, Pair, PgBin};
-
-fn backfill(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bins::binary("dualwrite-backfill", "dualwrite-backfill"))
-        .args(args)
-        .env_remove("DUALWRITE_SOURCE_URL")
-        .env_remove("DUALWRITE_TARGET_URL")
-        .env_remove("DUALWRITE_PG_BIN")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
+use dualwrite_tests::backfill_util::outcome as backfill;
+use dualwrite_tests::{unique_name, Pair, PgBin};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn roles_are_sanitised_for_a_createrole_target() {

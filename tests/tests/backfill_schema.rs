@@ -5,22 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use dualwrite_tests::{bins, free_port, Cluster, Pair, PgBin};
-
-fn backfill(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bins::binary("dualwrite-backfill", "dualwrite-backfill"))
-        .args(args)
-        .env_remove("DUALWRITE_SOURCE_URL")
-        .env_remove("DUALWRITE_TARGET_URL")
-        .env_remove("DUALWRITE_PG_BIN")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
+use dualwrite_tests::backfill_util::schema;
+use dualwrite_tests::{free_port, Cluster, Pair, PgBin};
 
 /// A source with a range-partitioned time-series table, a plain time-series table, relational
 /// tables with foreign keys, sequences, a view, an enum and indexes.
@@ -111,17 +97,12 @@ fn schema_and_relational_data_are_cloned_time_series_left_empty() {
     pair.source.psql(&pair.db, SOURCE_SQL);
     let work = tempfile::tempdir().unwrap();
     let workdir = work.path().join("w");
-    let (code, out, err) = backfill(&[
-        "schema",
-        "--source",
+    let (code, out, err) = schema(
         &pair.source_url(),
-        "--target",
         &pair.target_url(),
-        "--table",
-        "metrics.readings:at",
-        "--workdir",
         workdir.to_str().unwrap(),
-    ]);
+        &["--table", "metrics.readings:at"],
+    );
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert!(
         out.contains("data left for `copy`: public.events (4 partitions, time column at)"),
@@ -210,16 +191,12 @@ async fn privileges_are_reapplied_and_failures_written_for_review() {
     pair.target.psql("postgres", "CREATE ROLE app_rw");
     let work = tempfile::tempdir().unwrap();
     let workdir = work.path().join("w");
-    let (code, out, err) = backfill(&[
-        "schema",
-        "--source",
+    let (code, out, err) = schema(
         &pair.source_url(),
-        "--target",
         &pair.target_url(),
-        "--privileges",
-        "--workdir",
         workdir.to_str().unwrap(),
-    ]);
+        &["--privileges"],
+    );
     // Some privileges were not applied: exit 1, with the list.
     assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("privileges: 1 statements failed"), "{out}");
@@ -296,32 +273,19 @@ fn bad_input_is_refused_and_nothing_is_written() {
         "postgres://postgres:pw-not-shown@127.0.0.1:{}/x?sslmode=disable",
         free_port()
     );
-    let (code, out, err) = backfill(&[
-        "schema",
-        "--source",
-        &pair.source_url(),
-        "--target",
-        &nowhere,
-        "--workdir",
-        wd,
-    ]);
+    let (code, out, err) = schema(&pair.source_url(), &nowhere, wd, &[]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("target unreachable"), "{err}");
     assert!(!err.contains("pw-not-shown") && !out.contains("pw-not-shown"));
     assert!(!workdir.exists());
 
     // A table that does not exist.
-    let (code, out, err) = backfill(&[
-        "schema",
-        "--source",
+    let (code, out, err) = schema(
         &pair.source_url(),
-        "--target",
         &pair.target_url(),
-        "--table",
-        "public.nope:at",
-        "--workdir",
         wd,
-    ]);
+        &["--table", "public.nope:at"],
+    );
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("public.nope does not exist"), "{err}");
     assert_nothing_written(&pair.target, &pair.db, &workdir);
@@ -329,15 +293,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     // A failing restore: the target has the enum type already. The whole dump is one
     // transaction: nothing is left, and the failing statement is shown.
     pair.target.psql(&pair.db, "CREATE TYPE mood AS ENUM ('x')");
-    let (code, out, err) = backfill(&[
-        "schema",
-        "--source",
-        &pair.source_url(),
-        "--target",
-        &pair.target_url(),
-        "--workdir",
-        wd,
-    ]);
+    let (code, out, err) = schema(&pair.source_url(), &pair.target_url(), wd, &[]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("type \"mood\" already exists"), "{err}");
     assert!(
@@ -357,15 +313,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
 
     // A target that is not empty.
     pair.target.psql(&pair.db, "CREATE TABLE stray (a int)");
-    let (code, out, err) = backfill(&[
-        "schema",
-        "--source",
-        &pair.source_url(),
-        "--target",
-        &pair.target_url(),
-        "--workdir",
-        wd,
-    ]);
+    let (code, out, err) = schema(&pair.source_url(), &pair.target_url(), wd, &[]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("is not empty (it has public.stray)"), "{err}");
     assert!(!workdir.exists());
@@ -380,15 +328,12 @@ fn target_older_than_source_is_refused() {
     pair.source.psql(&pair.db, "CREATE TABLE t (a int)");
     let work = tempfile::tempdir().unwrap();
     let workdir = work.path().join("w");
-    let (code, out, err) = backfill(&[
-        "schema",
-        "--source",
+    let (code, out, err) = schema(
         &pair.source_url(),
-        "--target",
         &pair.target_url(),
-        "--workdir",
         workdir.to_str().unwrap(),
-    ]);
+        &[],
+    );
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         err.contains(&format!(
@@ -402,17 +347,12 @@ fn target_older_than_source_is_refused() {
     // Client tools older than the source are refused too (pg_dump must know the source).
     pair.source.create_db("second");
     let old_tools = PgBin::source();
-    let (code, out, err) = backfill(&[
-        "schema",
-        "--source",
+    let (code, out, err) = schema(
         &pair.source_url(),
-        "--target",
         &pair.source.url("second"),
-        "--pg-bin",
-        old_tools.dir.to_str().unwrap(),
-        "--workdir",
         workdir.to_str().unwrap(),
-    ]);
+        &["--pg-bin", old_tools.dir.to_str().unwrap()],
+    );
     assert_eq!(code, 2, "{out}{err}");
     assert!(
         err.contains("older than the source") && err.contains("--pg-bin"),

@@ -180,14 +180,7 @@ async fn forced_cutover_replays_the_journal_to_the_side_that_missed_it() {
     c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
     // The target lacks `late`: this write is journaled for the target, which is detached.
     c.execute("INSERT INTO late VALUES (1)", &[]).await.unwrap();
-    let mut status = d.status().await;
-    for _ in 0..50 {
-        if status["dual_write"]["journal"]["missed"] == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        status = d.status().await;
-    }
+    let status = d.status_after_missed(1).await;
     assert_eq!(
         status["dual_write"]["secondary_attached"], false,
         "{status}"

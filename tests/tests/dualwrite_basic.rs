@@ -189,14 +189,7 @@ async fn secondary_only_error_is_journaled_and_invisible_to_the_client() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1);
-    let mut status = d.status().await;
-    for _ in 0..50 {
-        if status["dual_write"]["journal"]["missed"] == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        status = d.status().await;
-    }
+    let status = d.status_after_missed(1).await;
     assert_eq!(status["dual_write"]["journal"]["missed"], 1, "{status}");
     assert_eq!(
         status["dual_write"]["secondary_attached"], false,
@@ -327,14 +320,7 @@ async fn transactions_failing_on_the_secondary_are_journaled_only_when_committed
     c.batch_execute("BEGIN; INSERT INTO t VALUES (7); INSERT INTO only_source VALUES (2); COMMIT")
         .await
         .unwrap();
-    let mut status = d.status().await;
-    for _ in 0..50 {
-        if status["dual_write"]["journal"]["missed"] == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        status = d.status().await;
-    }
+    let status = d.status_after_missed(1).await;
     assert_eq!(status["dual_write"]["journal"]["missed"], 1, "{status}");
     let (records, _) =
         dualwrite_proxy::journal::read_records(d.journal_dir.path()).expect("journal reads");
