@@ -3,8 +3,9 @@
 # through dualwrite-proxy in dual-write mode with shadow_reads = 0, 0.1 and 1.0 (changed live
 # between runs), plus a direct run for reference. The rates are run in ROUNDS interleaved
 # rounds (0, 0.1, 1.0, 0, 0.1, 1.0, ...) so that drift on a shared machine hits them alike;
-# prints each run and, per rate, the mean tps, the worst p99 client latency, the ratio to
-# shadow_reads = 0, and what the shadow report counted.
+# prints each run (with the CPU the proxy and the target's backends spent per transaction)
+# and, per rate, the mean tps, the worst p99 client latency, the ratio to shadow_reads = 0,
+# and what the shadow report counted.
 #
 #   bench/shadow.sh [SECONDS=15] [ROUNDS=2]
 set -euo pipefail
@@ -19,32 +20,43 @@ proxy_conf "$PORT" "127.0.0.1:$ADMIN" dual-write "shadow_reads = 0.0" > "$BENCH_
 RUST_LOG=warn target/release/dualwrite-proxy run --config "$BENCH_TMP/proxy.toml" & BENCH_PIDS="$!"
 sleep 1
 
-# run LABEL PORT: pgbench with per-transaction log; prints "tps p99_ms".
+# CPU ticks used so far by the proxy, and by the target server's finished backends (the
+# postmaster's reaped children: the proxy's sessions there end with each pgbench run).
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+TARGET_PM=$(head -1 "$BENCH_TMP/target/data/postmaster.pid")
+proxy_ticks() { awk '{print $14 + $15}' "/proc/$BENCH_PIDS/stat"; }
+target_ticks() { awk '{print $16 + $17}' "/proc/$TARGET_PM/stat"; }
+
+# run LABEL PORT: pgbench with per-transaction log; prints
+# "tps p99_ms proxy_cpu_us_per_tx target_cpu_us_per_tx".
 run() {
   local label=$1 port=$2 dir=$BENCH_TMP/log-$1
   mkdir -p "$dir"
+  local p0 t0; p0=$(proxy_ticks); t0=$(target_ticks)
   (cd "$dir" && "$PG_BIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -S -M prepared -c 8 -j 2 \
       -T "$SECS" -n -l postgres > out 2>&1)
-  local tps p99
+  sleep 0.5
+  local tps p99 n
   tps=$(awk '/^tps/ {print $3; exit}' "$dir/out")
+  n=$(awk '/^number of transactions actually processed/ {split($6, a, "/"); print a[1]}' "$dir/out")
   p99=$(cat "$dir"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int(NR*0.99)] / 1000}')
-  echo "$tps $p99"
+  echo "$tps $p99 $(( ($(proxy_ticks) - p0) * TICK_US / n )) $(( ($(target_ticks) - t0) * TICK_US / n ))"
 }
 
 printf '%-26s %10s %10s\n' "run" "tps" "p99 ms"
-read -r dtps dp99 <<<"$(run direct "$SRC_PORT")"
+read -r dtps dp99 _ _ <<<"$(run direct "$SRC_PORT")"
 printf '%-26s %10.0f %10.2f\n' "direct (source)" "$dtps" "$dp99"
 declare -A TPS P99 CMP DROP MIS
 for round in $(seq "$ROUNDS"); do
   for rate in 0.0 0.1 1.0; do
     target/release/dualwrite-proxy set --config "$BENCH_TMP/proxy.toml" --shadow-reads "$rate" >/dev/null
     before=$(target/release/dualwrite-proxy shadow --json --config "$BENCH_TMP/proxy.toml" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["executions"], r["dropped"], sum(n for _, n in r["mismatches"]))')
-    read -r tps p99 <<<"$(run "shadow-$rate-$round" "$PORT")"
+    read -r tps p99 pcpu tcpu <<<"$(run "shadow-$rate-$round" "$PORT")"
     sleep 1
     after=$(target/release/dualwrite-proxy shadow --json --config "$BENCH_TMP/proxy.toml" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["executions"], r["dropped"], sum(n for _, n in r["mismatches"]))')
     read -r e0 d0 m0 <<<"$before"; read -r e1 d1 m1 <<<"$after"
-    printf '%-26s %10.0f %10.2f   compared %d, dropped %d, mismatches %d\n' \
-      "round $round shadow_reads=$rate" "$tps" "$p99" $((e1 - e0)) $((d1 - d0)) $((m1 - m0))
+    printf '%-26s %10.0f %10.2f   compared %d, dropped %d, mismatches %d; CPU us/tx: proxy %d, target %d\n' \
+      "round $round shadow_reads=$rate" "$tps" "$p99" $((e1 - e0)) $((d1 - d0)) $((m1 - m0)) "$pcpu" "$tcpu"
     TPS[$rate]="${TPS[$rate]:-} $tps"; P99[$rate]="${P99[$rate]:-} $p99"
     CMP[$rate]=$(( ${CMP[$rate]:-0} + e1 - e0 )); DROP[$rate]=$(( ${DROP[$rate]:-0} + d1 - d0 )); MIS[$rate]=$(( ${MIS[$rate]:-0} + m1 - m0 ))
   done
