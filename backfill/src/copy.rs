@@ -43,6 +43,8 @@ struct Prepared {
     copies: HashMap<String, TableCopy>,
     units: Vec<UnitSpec>,
     plan_id: String,
+    /// Source partitions the target lacks, created before the workers start.
+    missing: Vec<cover::Missing>,
 }
 
 /// Run `copy`.
@@ -67,10 +69,22 @@ pub async fn run(args: CopyArgs) -> crate::Result<ExitCode> {
 
     if args.dry_run {
         print_plan(&prepared, &args);
+        for m in &prepared.missing {
+            println!("would create on the target: {}", m.create_sql());
+        }
         return Ok(ExitCode::SUCCESS);
     }
 
-    // From here on the target is written to.
+    // From here on the target is written to. Partitions first: created by one session before
+    // the workers start, so no two of them race to create the same one.
+    if !prepared.missing.is_empty() {
+        cover::create(&mut target, &prepared.missing)
+            .await
+            .map_err(|e| Error::Other(anyhow::anyhow!(e)))?;
+        for m in &prepared.missing {
+            println!("created on the target: {}", m.create_sql());
+        }
+    }
     store::ensure_schema(&mut target)
         .await
         .map_err(query_err(Side::Target, "creating the plan schema"))?;
@@ -280,7 +294,7 @@ async fn prepare(args: &CopyArgs, source: &Client, target: &Client) -> crate::Re
         PlanError::Query { .. } => Error::Other(anyhow::Error::new(e)),
         other => Error::Input(other.to_string()),
     })?;
-    let problems = cover::check(
+    let (missing, problems) = cover::check(
         source,
         target,
         &tables,
@@ -305,6 +319,7 @@ async fn prepare(args: &CopyArgs, source: &Client, target: &Client) -> crate::Re
         copies,
         units,
         plan_id,
+        missing,
     })
 }
 

@@ -1,8 +1,11 @@
 //! Before copying: do the target's partitions take every row the plan copies? A target table
 //! partitioned by range without a DEFAULT partition rejects rows outside its partitions; the
-//! copy would fail unit by unit, so the gaps are reported up front, before anything is written.
+//! copy would fail unit by unit. A source partition the target lacks is created there (same
+//! name, same bounds) before the workers start, so they never race to create it; what cannot
+//! be fixed that way is reported up front, before anything is written.
 
 use dualwrite_common::catalog::{self, TableKind, TimeSeriesTable};
+use dualwrite_common::ident::QualifiedName;
 use tokio_postgres::Client;
 
 use crate::pg::describe;
@@ -27,14 +30,69 @@ pub fn covered(ranges: &[(Option<i64>, Option<i64>)], a: Option<i64>, b: i64) ->
     pos >= b
 }
 
-/// Problems found, one line each (empty: the target takes every row).
+/// A source partition the target lacks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Missing {
+    pub parent: QualifiedName,
+    pub partition: QualifiedName,
+    /// `FOR VALUES FROM (...) TO (...)`, as the source has it.
+    pub bound: String,
+}
+
+impl Missing {
+    pub fn create_sql(&self) -> String {
+        format!(
+            "CREATE TABLE {} PARTITION OF {} {}",
+            self.partition.quoted(),
+            self.parent.quoted(),
+            self.bound
+        )
+    }
+}
+
+/// Create the missing partitions on the target, in one transaction.
+pub async fn create(target: &mut Client, missing: &[Missing]) -> Result<(), String> {
+    let tx = target
+        .transaction()
+        .await
+        .map_err(|e| format!("target: {}", describe(&e)))?;
+    for m in missing {
+        tx.batch_execute(&m.create_sql()).await.map_err(|e| {
+            format!(
+                "target: creating partition {}: {}",
+                m.partition,
+                describe(&e)
+            )
+        })?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| format!("target: {}", describe(&e)))
+}
+
+/// The source's bound of partition `rel`, when it is one.
+async fn source_bound(source: &Client, rel: &QualifiedName) -> Result<Option<String>, String> {
+    let row = source
+        .query_opt(
+            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2 AND c.relispartition",
+            &[&rel.schema, &rel.name],
+        )
+        .await
+        .map_err(|e| format!("source: {}", describe(&e)))?;
+    Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
+}
+
+/// Partitions to create on the target, and problems that stop the copy (one line each).
 pub async fn check(
     source: &Client,
     target: &Client,
     tables: &[TimeSeriesTable],
     units: &[UnitSpec],
     target_has_timescaledb: bool,
-) -> Result<Vec<String>, String> {
+) -> Result<(Vec<Missing>, Vec<String>), String> {
+    let mut missing: Vec<Missing> = Vec::new();
     let mut problems = Vec::new();
     for t in tables.iter().filter(|t| t.kind == TableKind::Partitioned) {
         let on_target = catalog::describe(
@@ -55,7 +113,20 @@ pub async fn check(
         for u in units.iter().filter(|u| u.table.qn().to_string() == name) {
             match u.replace {
                 Replace::Range => {
-                    if !covered(&ranges, u.start, u.end) {
+                    if covered(&ranges, u.start, u.end) {
+                        continue;
+                    }
+                    let partition = u.source.qn();
+                    if missing.iter().any(|m| m.partition == partition) {
+                        continue;
+                    }
+                    if let Some(bound) = source_bound(source, &partition).await? {
+                        missing.push(Missing {
+                            parent: t.table.clone(),
+                            partition,
+                            bound,
+                        });
+                    } else {
                         problems.push(format!(
                             "the target's partitions of {name} do not cover {} (source partition {}); create them, or a DEFAULT partition",
                             u.range_text(),
@@ -85,7 +156,7 @@ pub async fn check(
             }
         }
     }
-    Ok(problems)
+    Ok((missing, problems))
 }
 
 #[cfg(test)]

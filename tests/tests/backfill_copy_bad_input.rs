@@ -88,14 +88,22 @@ fn bad_input_is_refused_before_anything_is_written() {
     pair.target
         .psql(&pair.db, "ALTER TABLE events ADD COLUMN n numeric");
 
-    // The target's partitions leave a gap below T and it has no DEFAULT partition.
+    // The target lacks a partition (which copy would create) and has no DEFAULT partition
+    // while the source's holds rows below T: refused before the partition is created.
     pair.target.psql(
         &pair.db,
         "DROP TABLE readings_default; DROP TABLE readings_w03",
     );
     let a = copy(&[]);
-    expect_refusal(&pair, &as_refs(&a), "do not cover");
     expect_refusal(&pair, &as_refs(&a), "has no DEFAULT partition");
+    assert_eq!(
+        pair.target.psql(
+            &pair.db,
+            "SELECT count(*) FROM pg_class WHERE relname = 'readings_w03'"
+        ),
+        "0",
+        "nothing created on a refusal"
+    );
 
     // A table on the target only.
     pair.source.psql(&pair.db, "DROP TABLE devices");
