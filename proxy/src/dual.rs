@@ -1,5 +1,7 @@
 //! Proxy-wide dual-write state: whether the secondary is attached, when dual-writing began
-//! (overall and per table), divergence and non-determinism counters.
+//! (overall and per table), divergence and non-determinism counters. When dual-writing began
+//! is persisted (`dual.json` next to the journal): it is the evidence for choosing T, and a
+//! restart must not move it later.
 //!
 //! Ordering across an outage: once any write was journaled, every session journals its writes
 //! too (the secondary is detached) until the journal has been replayed; only then is the
@@ -12,6 +14,35 @@ use std::sync::Mutex;
 
 use dashmap::DashMap;
 use tokio::sync::RwLock;
+
+/// When dual-writing began, overall and per table (microseconds since the epoch).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DualFacts {
+    pub started_micros: Option<i64>,
+    pub first_write_per_table: std::collections::BTreeMap<String, i64>,
+}
+
+const FACTS_FILE: &str = "dual.json";
+
+/// Read `dual.json` from the journal dir, if there is one.
+pub fn load_facts(dir: &std::path::Path) -> Option<DualFacts> {
+    let text = std::fs::read_to_string(dir.join(FACTS_FILE)).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring unreadable {}", dir.join(FACTS_FILE).display());
+            None
+        }
+    }
+}
+
+/// Write `dual.json` atomically.
+pub fn save_facts(dir: &std::path::Path, facts: &DualFacts) {
+    let text = serde_json::to_vec_pretty(facts).unwrap_or_default();
+    if let Err(e) = crate::state::write_atomic(dir, FACTS_FILE, &text) {
+        tracing::error!(error = %e, dir = %dir.display(), "cannot persist when dual-writing began");
+    }
+}
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_micros() -> i64 {
@@ -28,6 +59,8 @@ pub struct DualState {
     pub gate: RwLock<()>,
     started_micros: AtomicU64,
     first_write: DashMap<String, i64>,
+    /// `started_micros` or `first_write` changed since the last save.
+    dirty: AtomicBool,
     pub divergences: AtomicU64,
     pub secondary_failures: AtomicU64,
     pub detach_reason: Mutex<Option<String>>,
@@ -43,6 +76,7 @@ impl Default for DualState {
             gate: RwLock::new(()),
             started_micros: AtomicU64::new(0),
             first_write: DashMap::new(),
+            dirty: AtomicBool::new(false),
             divergences: AtomicU64::new(0),
             secondary_failures: AtomicU64::new(0),
             detach_reason: Mutex::new(None),
@@ -90,12 +124,13 @@ impl DualState {
 
     /// Record that dual-writing is on (the first time only).
     pub fn mark_started(&self) {
-        let _ = self.started_micros.compare_exchange(
-            0,
-            now_micros() as u64,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        if self
+            .started_micros
+            .compare_exchange(0, now_micros() as u64, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.dirty.store(true, Ordering::Release);
+        }
     }
 
     pub fn started_micros(&self) -> Option<i64> {
@@ -111,7 +146,34 @@ impl DualState {
             self.first_write
                 .entry(table.to_string())
                 .or_insert_with(now_micros);
+            self.dirty.store(true, Ordering::Release);
         }
+    }
+
+    /// The facts to persist, when they changed since the last call.
+    pub fn take_changes(&self) -> Option<DualFacts> {
+        self.dirty.swap(false, Ordering::AcqRel).then(|| DualFacts {
+            started_micros: self.started_micros(),
+            first_write_per_table: self.first_writes().into_iter().collect(),
+        })
+    }
+
+    /// Restore what an earlier run persisted (earlier times win).
+    pub fn restore(&self, facts: &DualFacts) {
+        if let Some(t) = facts.started_micros {
+            let _ = self
+                .started_micros
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                    (cur == 0 || (t as u64) < cur).then_some(t as u64)
+                });
+        }
+        for (table, t) in &facts.first_write_per_table {
+            let mut e = self.first_write.entry(table.clone()).or_insert(*t);
+            if *t < *e {
+                *e = *t;
+            }
+        }
+        self.dirty.store(true, Ordering::Release);
     }
 
     pub fn first_writes(&self) -> Vec<(String, i64)> {

@@ -125,6 +125,11 @@ impl Proxy {
             None => None,
         };
         let dual = DualState::default();
+        if settings.target.is_some() {
+            if let Some(facts) = crate::dual::load_facts(&settings.journal_dir) {
+                dual.restore(&facts);
+            }
+        }
         if settings.mode == Mode::DualWrite {
             dual.mark_started();
         }
@@ -196,6 +201,7 @@ impl Proxy {
         }
         if shared.journal.is_some() {
             tracker.spawn(reattach(shared.clone(), shutdown.clone()));
+            tracker.spawn(persist_dual_facts(shared.clone(), shutdown.clone()));
         }
         loop {
             tokio::select! {
@@ -241,6 +247,25 @@ impl Proxy {
 /// While the secondary is detached, replay the journal and re-attach once it is replayed to
 /// its end. The last stretch runs with the gate held exclusively, so no session journals a
 /// write between "replayed to the end" and "attached".
+/// Persist when dual-writing began (overall and per table) whenever it changes, checked every
+/// second, and once more at shutdown.
+async fn persist_dual_facts(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let stop = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => false,
+        };
+        if let Some(facts) = shared.dual.take_changes() {
+            let dir = shared.settings().journal_dir.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || crate::dual::save_facts(&dir, &facts)).await;
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
 async fn reattach(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut wait = shared.settings().reconnect_backoff;
     loop {

@@ -124,6 +124,7 @@ async fn restart_after_cutover_resumes_with_target_as_primary() {
         "reads now come from the target"
     );
     drop(c);
+    let before = d.status().await;
     // A new proxy on the same journal dir starts with the target as primary.
     let DualWrite {
         source,
@@ -143,6 +144,20 @@ async fn restart_after_cutover_resumes_with_target_as_primary() {
     };
     let status = d.status().await;
     assert_eq!(status["primary"], "target", "{status}");
+    // When dual-writing began (the evidence for T) survives the restart.
+    assert_eq!(
+        status["dual_write"]["started_at"], before["dual_write"]["started_at"],
+        "{status}"
+    );
+    assert_eq!(
+        status["dual_write"]["first_write_per_table"],
+        before["dual_write"]["first_write_per_table"],
+        "{status}"
+    );
+    assert!(
+        before["dual_write"]["first_write_per_table"]["t"].is_string(),
+        "{before}"
+    );
     assert!(
         status["state_from"]
             .as_str()
