@@ -62,55 +62,19 @@ impl ProxyHandle {
 
     /// `POST` JSON to an admin path; returns (status code, body).
     pub async fn admin_post(&self, path: &str, json: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.admin.expect("admin_listen is set");
-        let mut s = tokio::net::TcpStream::connect(addr)
+        dualwrite_proxy::admin_client::request(addr, "POST", path, Some(json))
             .await
-            .expect("connect admin");
-        let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
-            json.len()
-        );
-        s.write_all(req.as_bytes())
-            .await
-            .expect("write admin request");
-        let mut out = String::new();
-        s.read_to_string(&mut out)
-            .await
-            .expect("read admin response");
-        let code = out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (code, body)
+            .expect("admin request")
     }
 
-    /// `GET` an admin path, returning the body.
+    /// `GET` an admin path, returning the body (which must come with 200).
     pub async fn admin_get(&self, path: &str) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.admin.expect("admin_listen is set");
-        let mut s = tokio::net::TcpStream::connect(addr)
+        let (code, body) = dualwrite_proxy::admin_client::request(addr, "GET", path, None)
             .await
-            .expect("connect admin");
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .expect("write admin request");
-        let mut out = String::new();
-        s.read_to_string(&mut out)
-            .await
-            .expect("read admin response");
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        assert!(out.starts_with("HTTP/1.1 200"), "admin {path}: {out}");
+            .expect("admin request");
+        assert_eq!(code, 200, "admin {path}: {body}");
         body
     }
 }
