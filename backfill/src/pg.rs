@@ -41,6 +41,13 @@ pub enum PgError {
     },
 }
 
+impl PgError {
+    /// A failed query on `side`, for `map_err`.
+    pub fn query(side: Side) -> impl Fn(tokio_postgres::Error) -> PgError {
+        move |source| PgError::Query { side, source }
+    }
+}
+
 /// Parse a `--source`/`--target` URL; the error never echoes the URL (it may hold a password).
 pub fn parse_url(text: &str, side: Side) -> Result<PgUrl, PgError> {
     text.parse().map_err(|source| PgError::Url { side, source })

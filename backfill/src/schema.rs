@@ -267,10 +267,7 @@ async fn check(
             &[],
         )
         .await
-        .map_err(|source| PgError::Query {
-            side: Side::Target,
-            source,
-        })?;
+        .map_err(PgError::query(Side::Target))?;
     if !rows.is_empty() {
         let names: Vec<String> = rows.iter().take(5).map(|r| r.get(0)).collect();
         return Err(Error::Input(format!(
@@ -301,10 +298,7 @@ async fn check(
                     &[&version],
                 )
                 .await
-                .map_err(|source| PgError::Query {
-                    side: Side::Target,
-                    source,
-                })?;
+                .map_err(PgError::query(Side::Target))?;
             if available.is_none() {
                 return Err(Error::Input(format!(
                     "the source uses TimescaleDB {version}, which is not installed on the target server: install that version there"
@@ -379,10 +373,7 @@ async fn role_context(
     let rows = target
         .query("SELECT rolname::text FROM pg_roles", &[])
         .await
-        .map_err(|source| PgError::Query {
-            side: Side::Target,
-            source,
-        })?;
+        .map_err(PgError::query(Side::Target))?;
     let existing: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
     let createdb: bool = target
         .query_one(
@@ -390,10 +381,7 @@ async fn role_context(
             &[],
         )
         .await
-        .map_err(|source| PgError::Query {
-            side: Side::Target,
-            source,
-        })?
+        .map_err(PgError::query(Side::Target))?
         .get(0);
     let mut reserved = vec![(
         s.bootstrap_superuser.clone(),
@@ -420,10 +408,7 @@ async fn role_context(
                 &[],
             )
             .await
-            .map_err(|source| PgError::Query {
-                side: Side::Target,
-                source,
-            })?
+            .map_err(PgError::query(Side::Target))?
             .iter()
             .map(|r| r.get(0))
             .collect()
@@ -453,10 +438,7 @@ async fn edit_timescale_dump(
         let rows = source
             .query(timescale::EXTENSION_MEMBERS_SQL, &[])
             .await
-            .map_err(|source| PgError::Query {
-                side: Side::Source,
-                source,
-            })?;
+            .map_err(PgError::query(Side::Source))?;
         let members: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
         let (edited, n) = timescale::rewrite_extension_schema(
             &script,
@@ -480,10 +462,7 @@ async fn edit_timescale_dump(
                 &[],
             )
             .await
-            .map_err(|source| PgError::Query {
-                side: Side::Target,
-                source,
-            })?;
+            .map_err(PgError::query(Side::Target))?;
         let foreign: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
         let (edited, dropped) = timescale::drop_extension_comments(&script, &foreign);
         for ext in dropped {
@@ -500,10 +479,7 @@ async fn edit_timescale_dump(
                 &[&owner],
             )
             .await
-            .map_err(|source| PgError::Query {
-                side: Side::Target,
-                source,
-            })?;
+            .map_err(PgError::query(Side::Target))?;
         let assignable = match row {
             Some(r) => t.is_superuser || (!r.get::<_, bool>(0) && r.get::<_, bool>(1)),
             None => false,
