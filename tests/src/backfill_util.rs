@@ -115,6 +115,14 @@ pub fn below_t(pair: &Pair, table: &str, time_column: &str) -> (String, String) 
     )
 }
 
+/// Assert that both time-series tables of [`setup`] are identical on both sides below T.
+pub fn assert_same_below_t(pair: &Pair) {
+    for (table, col) in [("readings", "ts"), ("events", "at")] {
+        let (s, t) = below_t(pair, table, col);
+        assert_eq!(s, t, "{table} below T");
+    }
+}
+
 /// Run `dualwrite-backfill ARGS...` in-process.
 pub async fn run(args: &[&str]) -> ExitCode {
     let mut argv = vec!["dualwrite-backfill"];

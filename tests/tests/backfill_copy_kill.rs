@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use dualwrite_tests::backfill_util::{below_t, command, process, setup, T};
+use dualwrite_tests::backfill_util::{assert_same_below_t, command, process, setup, T};
 use dualwrite_tests::Pair;
 use rand::Rng;
 
@@ -77,10 +77,7 @@ fn sigkill_at_random_points_then_rerun_gives_identical_rows() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    for (table, col) in [("readings", "ts"), ("events", "at")] {
-        let (s, t) = below_t(&pair, table, col);
-        assert_eq!(s, t, "{table} below T");
-    }
+    assert_same_below_t(&pair);
     assert_eq!(
         pair.target.psql(
             &pair.db,
@@ -217,8 +214,5 @@ fn ctrl_c_finishes_running_units_and_a_rerun_resumes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming plan"));
-    for (table, col) in [("readings", "ts"), ("events", "at")] {
-        let (s, t) = below_t(&pair, table, col);
-        assert_eq!(s, t, "{table} below T");
-    }
+    assert_same_below_t(&pair);
 }

@@ -1,7 +1,7 @@
 //! Two `copy` processes on one plan (as on two machines) finish it together: each unit is
 //! committed once, by one of them, and both did part of the work.
 
-use dualwrite_tests::backfill_util::{below_t, command, setup, T};
+use dualwrite_tests::backfill_util::{assert_same_below_t, command, setup, T};
 use dualwrite_tests::Pair;
 
 #[test]
@@ -47,10 +47,7 @@ fn two_processes_share_one_plan_without_copying_a_unit_twice() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    for (table, col) in [("readings", "ts"), ("events", "at")] {
-        let (s, t) = below_t(&pair, table, col);
-        assert_eq!(s, t, "{table} below T");
-    }
+    assert_same_below_t(&pair);
     let book = pair.target.psql(
         &pair.db,
         "SELECT count(*), count(*) FILTER (WHERE state = 'done'), min(copies), max(copies),
