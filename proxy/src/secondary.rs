@@ -764,12 +764,14 @@ impl Worker {
             }
         }
         if self.txn_failed.is_some() {
-            self.forget(stale).await;
+            if let Err(Lost(why)) = self.forget(stale).await {
+                self.lost(&why);
+            }
         }
     }
 
     /// Close statements a failed batch parsed (they may or may not exist) and forget them.
-    async fn forget(&mut self, names: Vec<String>) {
+    async fn forget(&mut self, names: Vec<String>) -> Result<(), Lost> {
         self.statements.remove("");
         let mut close = BytesMut::new();
         for name in names.iter().filter(|n| !n.is_empty()) {
@@ -780,16 +782,15 @@ impl Worker {
             self.statements.remove(name);
         }
         if close.is_empty() {
-            return;
+            return Ok(());
         }
         protocol::frontend_message(&mut close, f::SYNC, &[]);
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        match roundtrip(conn, &close).await {
-            Ok(o) => self.sec_status = o.status_after,
-            Err(Lost(why)) => self.lost(&why),
-        }
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Lost("not connected".into()))?;
+        self.sec_status = roundtrip(conn, &close).await?.status_after;
+        Ok(())
     }
 
     fn detached_reason(&self) -> String {
@@ -859,23 +860,7 @@ impl Worker {
         self.sec_status = outcome.status_after;
         if outcome.error().is_some() {
             // Statements parsed in a failed batch may not exist: forget (and close) them.
-            let mut close = BytesMut::new();
-            for name in parsed.iter().filter(|n| !n.is_empty()) {
-                let mut body = vec![b'S'];
-                body.extend_from_slice(name.as_bytes());
-                body.push(0);
-                protocol::frontend_message(&mut close, f::CLOSE, &body);
-                self.statements.remove(name);
-            }
-            if !close.is_empty() {
-                protocol::frontend_message(&mut close, f::SYNC, &[]);
-                let conn = self
-                    .conn
-                    .as_mut()
-                    .ok_or_else(|| Lost("not connected".into()))?;
-                self.sec_status = roundtrip(conn, &close).await?.status_after;
-            }
-            self.statements.remove("");
+            self.forget(parsed).await?;
         }
         Ok(outcome)
     }
