@@ -9,6 +9,7 @@
 //! - `unit`: the units the secondary replays (writes and session state), per statement.
 //! - `secondary`: a session's secondary backend: ordered replay, transactions, journaling.
 //! - `copytrack`: which Syncs the server ignores during an extended-protocol COPY.
+//! - `lane`: shared secondary sessions for the shadow reads of sessions without state of their own.
 //! - `outcome`: what a backend answered to a unit (tags, row digests, status).
 //! - `cutover`: pausing between transactions, swapping primary and secondary, live changes.
 //! - `state`: the live state persisted next to the journal (mode, primary, history).
@@ -34,6 +35,7 @@ pub mod copytrack;
 pub mod cutover;
 pub mod dual;
 pub mod journal;
+pub mod lane;
 pub mod metrics;
 pub mod outcome;
 pub mod protocol;

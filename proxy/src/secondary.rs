@@ -89,6 +89,9 @@ impl Secondary {
             copy: None,
             queued_bytes: queued_bytes.clone(),
             side_conn: None,
+            lane: None,
+            session_state: false,
+            samples: Vec::new(),
         };
         let dual_queue = worker.shared.clone();
         tokio::spawn(worker.run(items_rx, swap_rx));
@@ -243,6 +246,13 @@ struct Worker {
     /// A separate secondary session for shadow reads the session's own can't run, with the
     /// statements it has.
     side_conn: Option<(Conn, HashMap<String, u64>)>,
+    /// The login's shared session for shadow reads, once used (see `lane`).
+    lane: Option<Arc<crate::lane::Lane>>,
+    /// The session sent something that changes session state (SET, temporary table, ...):
+    /// its reads run in its own secondary session, never on the shared one.
+    session_state: bool,
+    /// Samples handed to the shared session and not yet answered.
+    samples: Vec<tokio::sync::oneshot::Receiver<()>>,
 }
 
 enum Action {
@@ -276,12 +286,18 @@ impl Worker {
                     None => self.copy = None,
                 }
             }
+            if !self.samples.is_empty() && !matches!(&q.item, Item::Unit(u) if u.shadow) {
+                self.settle_samples().await;
+            }
             match q.item {
                 Item::Unit(u) if u.shadow => {
-                    if let Some(o) = self.outcomes.recv().await {
-                        self.shadow(u, o).await;
+                    let finished = match self.outcomes.recv().await {
+                        Some(o) => self.shadow(u, o).await,
+                        None => true,
+                    };
+                    if finished {
+                        self.shared.shadow.done();
                     }
-                    self.shared.shadow.done();
                 }
                 Item::Unit(u) if u.copy_in => self.copy_start(u).await,
                 Item::Unit(u) => match self.outcomes.recv().await {
@@ -316,6 +332,7 @@ impl Worker {
         match self.conn.take() {
             Some(mine) => {
                 let old = std::mem::replace(&mut self.backend, req.backend);
+                self.lane = None;
                 self.conn = Some(req.conn);
                 self.statements = req.statements;
                 self.sec_status = b'I';
@@ -403,14 +420,21 @@ impl Worker {
     }
 
     /// Run a shadow-read sample on the secondary and compare it with the primary's answer.
-    async fn shadow(&mut self, u: Unit, primary: Outcome) {
+    /// `false` when the sample was handed to the shared session, which finishes it.
+    async fn shadow(&mut self, u: Unit, mut primary: Outcome) -> bool {
         use crate::shadow::Context;
         if !self.shared.dual.attached() || self.lag_detached.load(Ordering::Acquire) {
             self.shared.shadow.skip("detached");
-            return;
+            return true;
         }
         // The read sees the transaction's writes so far.
         self.flush(false).await;
+        if self.lane_eligible(&primary) {
+            match self.shadow_lane(&u, primary).await {
+                Ok(()) => return false,
+                Err(p) => primary = p,
+            }
+        }
         if self.conn.is_none()
             && primary.status_before == b'I'
             && Instant::now() >= self.next_connect
@@ -428,7 +452,7 @@ impl Worker {
                 if let Err(Lost(why)) = self.simple("SAVEPOINT _dualwrite_shadow").await {
                     self.lost(&why);
                     self.shared.shadow.skip("unreachable");
-                    return;
+                    return true;
                 }
             }
             let parsed = self.encode_steps(&u.steps, &mut out);
@@ -478,7 +502,7 @@ impl Worker {
         };
         let Some((secondary, elapsed, ctx)) = answer else {
             self.shared.shadow.skip("unreachable");
-            return;
+            return true;
         };
         let log_params = self.shared.settings().shadow_log_params;
         let params = if log_params {
@@ -489,6 +513,104 @@ impl Worker {
         self.shared.shadow.record(
             &u.text, &u.results, &primary, &secondary, elapsed, ctx, log_params, &params,
         );
+        true
+    }
+
+    /// A sample can run on the login's shared session: it is outside any transaction, the
+    /// session's earlier writes are applied, and the session has no state of its own.
+    fn lane_eligible(&self, primary: &Outcome) -> bool {
+        primary.status_before == b'I'
+            && self.sec_status == b'I'
+            && self.txn.is_empty()
+            && self.deferred.is_empty()
+            && self.copy.is_none()
+            && self.prelude.is_empty()
+            && !self.session_state
+    }
+
+    /// Hand a sample to the login's shared session (started on first use), which compares
+    /// and records it when its answer comes. `Err(primary)` when there is no shared session
+    /// to be had: the sample then runs in the session's own.
+    async fn shadow_lane(&mut self, u: &Unit, primary: Outcome) -> Result<(), Outcome> {
+        if self.lane.is_none() {
+            let key = format!(
+                "{:?}\0{}\0{}\0{}\0{:?}",
+                self.backend.side,
+                self.backend.url.endpoint(),
+                self.info.user,
+                self.info.database,
+                self.info.params
+            );
+            let lane = match self.shared.lanes.get(&key) {
+                Some(lane) => lane,
+                None if Instant::now() < self.next_connect => return Err(primary),
+                None => match self.open_conn().await {
+                    Some(conn) => self.shared.lanes.start(key, conn),
+                    None => return Err(primary),
+                },
+            };
+            self.lane = Some(lane);
+        }
+        let Some(lane) = self.lane.as_ref() else {
+            return Err(primary);
+        };
+        let log_params = self.shared.settings().shadow_log_params;
+        let params = if log_params {
+            let mut sent = BytesMut::new();
+            for step in &u.steps {
+                match step {
+                    Step::Raw(b) | Step::Parse { parse: b, .. } => sent.extend_from_slice(b),
+                    Step::Bind { parse, bind, .. } => {
+                        sent.extend_from_slice(parse);
+                        sent.extend_from_slice(bind);
+                    }
+                }
+            }
+            crate::journal::describe(&sent).join("; ")
+        } else {
+            String::new()
+        };
+        let (settled, wait) = tokio::sync::oneshot::channel();
+        let primary = Arc::new(primary);
+        let kept = primary.clone();
+        let shared = self.shared.clone();
+        let (text, results) = (u.text.clone(), u.results.clone());
+        let finish: crate::lane::Finish = Box::new(move |answer| {
+            match answer {
+                Ok((secondary, elapsed)) => {
+                    shared.shadow.record(
+                        &text,
+                        &results,
+                        &kept,
+                        &secondary,
+                        elapsed,
+                        crate::shadow::Context::Shared,
+                        log_params,
+                        &params,
+                    );
+                }
+                Err(why) => {
+                    debug!(error = %why, "shared shadow session could not run a sample");
+                    shared.shadow.skip("unreachable");
+                }
+            }
+            shared.shadow.done();
+            let _ = settled.send(());
+        });
+        if lane.submit(u.steps.clone(), finish) {
+            self.samples.push(wait);
+            return Ok(());
+        }
+        self.lane = None;
+        Err(Arc::try_unwrap(primary).unwrap_or_else(|p| (*p).clone()))
+    }
+
+    /// Wait until the samples handed to the shared session have run, so that a later write
+    /// cannot reach the secondary before a read that came first.
+    async fn settle_samples(&mut self) {
+        for wait in self.samples.drain(..) {
+            let _ = wait.await;
+        }
     }
 
     /// A shadow read on the separate session (opened on first use).
@@ -575,6 +697,7 @@ impl Worker {
     }
 
     async fn unit(&mut self, u: Unit, o: Outcome) {
+        self.session_state |= u.session_state;
         let before = o.status_before;
         let after = o.status_after;
         let primary_error = o.error().is_some();

@@ -39,6 +39,8 @@ pub struct Shared {
     pub journal: Option<Journal>,
     /// Shadow reads: sampling rate, queue bound, per-statement comparison results.
     pub shadow: crate::shadow::Shadow,
+    /// Shared secondary sessions for shadow reads (see `lane`).
+    pub lanes: crate::lane::Lanes,
     next_id: AtomicU64,
 }
 
@@ -149,6 +151,7 @@ impl Proxy {
             dual,
             journal,
             shadow: crate::shadow::Shadow::new(settings.shadow_reads),
+            lanes: crate::lane::Lanes::default(),
             connection_slots: Arc::new(Semaphore::new(settings.max_client_connections)),
             settings: RwLock::new(Arc::new(settings)),
             metrics: Metrics::default(),

@@ -6,7 +6,9 @@
 //!   session's secondary worker, after the session's earlier writes, in the secondary session
 //!   (so inside a transaction it sees the transaction's own writes); when that session cannot
 //!   run it (its transaction failed), it runs on a separate secondary connection and is marked
-//!   `separate`.
+//!   `separate`. A read outside any transaction, from a session without session state of its
+//!   own (no SET, temporary table, ...), runs on one secondary session shared by all such
+//!   sessions of the same login (`lane`), after the session's earlier writes were applied.
 //! - At most `shadow_queue` samples are in flight; past that a sample is dropped and counted.
 //!   Samples never hold the client: the primary's answer is forwarded as it arrives, and the
 //!   comparison happens in the worker once both answers are in.
@@ -72,6 +74,9 @@ pub enum Context {
     Transaction,
     /// On a separate secondary connection: the session's own could not run it.
     Separate,
+    /// On the secondary session shared by the sessions of one login that have no session
+    /// state of their own, outside a transaction (see `lane`).
+    Shared,
 }
 
 /// Compare one statement's answers. `Ok(order_only)` when they match (`order_only`: same rows
@@ -244,6 +249,7 @@ struct StatementStats {
     mismatches: HashMap<Kind, u64>,
     order_only: u64,
     separate: u64,
+    shared: u64,
     primary: Reservoir,
     secondary: Reservoir,
     last_log: Option<Instant>,
@@ -370,6 +376,7 @@ impl Shadow {
         st.secondary.add(secondary_elapsed);
         st.order_only += order_only as u64;
         st.separate += (context == Context::Separate) as u64;
+        st.shared += (context == Context::Shared) as u64;
         for k in &kinds {
             *st.mismatches.entry(*k).or_default() += 1;
         }
@@ -412,6 +419,7 @@ impl Shadow {
                 mismatched: st.mismatches.values().sum(),
                 same_rows_other_order: st.order_only,
                 separate_connection: st.separate,
+                shared_connection: st.shared,
                 primary_ms: st.primary.percentiles(),
                 secondary_ms: st.secondary.percentiles(),
             })
@@ -528,6 +536,9 @@ pub struct StatementReport {
     /// Same rows in another order, for a query without ORDER BY (not a mismatch).
     pub same_rows_other_order: u64,
     pub separate_connection: u64,
+    /// Run on the login's shared secondary session.
+    #[serde(default)]
+    pub shared_connection: u64,
     pub primary_ms: Percentiles,
     pub secondary_ms: Percentiles,
 }

@@ -205,3 +205,85 @@ async fn a_full_shadow_queue_drops_samples_and_never_changes_answers() {
             > 0.0
     );
 }
+
+/// The app user's sessions on the target (the proxy's secondary sessions).
+fn target_sessions(d: &DualWrite) -> usize {
+    d.target
+        .psql(
+            "app",
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND datname = 'app'",
+        )
+        .parse()
+        .expect("a count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_sessions_without_state_share_one_target_session() {
+    let d = DualWrite::start_with("shadow_reads = 1.0", "").await;
+    d.both(
+        "CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL);
+         INSERT INTO kv SELECT i, 0 FROM generate_series(1, 10) i;
+         GRANT ALL ON kv TO app",
+    );
+    // Four sessions that only read: their samples run on one shared target session.
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        readers.push(d.client().await);
+    }
+    for c in &readers {
+        let by_key = c.prepare("SELECT v FROM kv WHERE k = $1").await.unwrap();
+        for k in 1..=10 {
+            c.query_one(&by_key, &[&k]).await.unwrap();
+        }
+    }
+    // A session that reads its own writes: each sample runs after the write before it was
+    // applied on the target and before the write after it.
+    let w = d.client().await;
+    for i in 1..=30 {
+        w.execute("UPDATE kv SET v = $1 WHERE k = 1", &[&i])
+            .await
+            .unwrap();
+        let v: i32 = w
+            .query_one("SELECT v AS now FROM kv WHERE k = 1", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, i);
+    }
+    // A session with state of its own reads in its own target session.
+    let s = d.client().await;
+    s.batch_execute("SET search_path = public").await.unwrap();
+    s.simple_query("SELECT v AS mine FROM kv WHERE k = 2")
+        .await
+        .unwrap();
+
+    let r = settled(&d, 40 + 30 + 1).await;
+    assert_eq!(r.mismatches, vec![], "{r:#?}");
+    let shared = statement(&r, "SELECT v FROM kv WHERE k = $1");
+    assert_eq!((shared.executions, shared.shared_connection), (40, 40));
+    let own_writes = statement(&r, "SELECT v AS now FROM kv WHERE k = ?");
+    assert_eq!(
+        (own_writes.executions, own_writes.shared_connection),
+        (30, 30)
+    );
+    let stateful = statement(&r, "SELECT v AS mine FROM kv WHERE k = ?");
+    assert_eq!((stateful.executions, stateful.shared_connection), (1, 0));
+    // Each client session has its own target session (its named statements are prepared on
+    // both sides, ready for a cutover), and there is one shared session besides.
+    assert_eq!(target_sessions(&d), 6 + 1);
+
+    // The shared session closes once the last session using it has ended.
+    drop(readers);
+    drop(w);
+    drop(s);
+    let mut left = target_sessions(&d);
+    for _ in 0..100 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = target_sessions(&d);
+    }
+    assert_eq!(left, 0, "target sessions left behind");
+    d.assert_same("SELECT v FROM kv ORDER BY k").await;
+}

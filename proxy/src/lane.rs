@@ -1,0 +1,393 @@
+//! Shared shadow-read connections: one secondary session per login (side, server, user,
+//! database and startup parameters) that runs the shadow samples of every client session of
+//! that login which has no session state of its own.
+//!
+//! A sample is a read outside any transaction; what it needs from its client's session is only
+//! that the session's earlier writes are committed on the secondary and its later ones are
+//! not, which the session's worker guarantees by handing the sample over only after the
+//! earlier ones were applied, and by waiting for the sample's answer before applying a later
+//! one. Nothing else waits for it: the comparison is made when the answer arrives.
+//!
+//! Running samples on one shared session instead of each client's own costs the secondary far
+//! less: one backend kept busy, woken once for several samples, instead of one woken per
+//! sample in every client session.
+//!
+//! - Prepared statements are shared across client sessions: each distinct Parse (text and
+//!   parameter types) is prepared once on the lane, as `_dw_shadow_N`, and the client's Binds
+//!   are pointed at it. A statement whose sample fails is forgotten and prepared again under a
+//!   new name next time.
+//! - Samples are pipelined: written as they come (those queued meanwhile in one write) while
+//!   the answers of earlier ones are read, each ending at its own Sync or Query, so a failing
+//!   sample affects no other.
+//! - The lane lives while a client session holds it and closes its backend session after the
+//!   last one lets go. A broken connection ends the lane; the next sample opens a new one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::outcome::{Collector, Outcome};
+use crate::protocol::{self, frontend as f};
+use crate::secondary::Conn;
+use crate::session::read_message;
+use crate::tls::Reader;
+use crate::unit::Step;
+
+/// How long a sample that finds the lane idle waits for others to go out with it. Nobody
+/// waits on it meanwhile: the client has its answer, and the session's worker waits only
+/// before its next write.
+const GATHER: Duration = Duration::from_millis(1);
+/// Samples sent in one write at most.
+const MAX_BATCH: usize = 64;
+
+/// The lanes of a proxy, by login.
+#[derive(Default)]
+pub struct Lanes {
+    lanes: Mutex<HashMap<String, Weak<Lane>>>,
+}
+
+impl Lanes {
+    /// The running lane for `key`, if a client session still holds it.
+    pub fn get(&self, key: &str) -> Option<Arc<Lane>> {
+        self.lanes
+            .lock()
+            .expect("lock poisoned")
+            .get(key)
+            .and_then(Weak::upgrade)
+            .filter(|l| !l.tx.is_closed())
+    }
+
+    /// Start a lane for `key` on `conn` (a fresh secondary session of that login). When another
+    /// session started one meanwhile, that one is used and `conn` is closed.
+    pub fn start(&self, key: String, conn: Conn) -> Arc<Lane> {
+        let mut lanes = self.lanes.lock().expect("lock poisoned");
+        if let Some(lane) = lanes
+            .get(&key)
+            .and_then(Weak::upgrade)
+            .filter(|l| !l.tx.is_closed())
+        {
+            tokio::spawn(close(conn));
+            return lane;
+        }
+        lanes.retain(|_, l| l.strong_count() > 0);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let lane = Arc::new(Lane { tx });
+        lanes.insert(key, Arc::downgrade(&lane));
+        tokio::spawn(serve(conn, rx));
+        lane
+    }
+
+    /// Lanes with a client session holding them.
+    pub fn open(&self) -> usize {
+        self.lanes
+            .lock()
+            .expect("lock poisoned")
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|l| !l.tx.is_closed())
+            .count()
+    }
+}
+
+/// A handle on a running lane; the lane ends when the last handle is dropped.
+pub struct Lane {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+/// What to do with a sample's answer (and how long the secondary took), or with the reason
+/// the lane could not run it. Called once, on the lane's task.
+pub type Finish = Box<dyn FnOnce(Result<(Outcome, Duration), String>) + Send>;
+
+struct Request {
+    steps: Vec<Step>,
+    finish: Finish,
+}
+
+impl Lane {
+    /// Hand over one sample (the steps of a shadow unit); `finish` gets its answer. `false`
+    /// when the lane is gone (`finish` is dropped uncalled): run the sample elsewhere.
+    pub fn submit(&self, steps: Vec<Step>, finish: Finish) -> bool {
+        self.tx.send(Request { steps, finish }).is_ok()
+    }
+}
+
+/// The lane's statements: a Parse's text and parameter types -> the name it has on the lane.
+#[derive(Default)]
+struct Statements {
+    names: HashMap<Bytes, String>,
+    next: u64,
+}
+
+impl Statements {
+    /// Append `steps` to `out` with each Bind pointed at the lane's own statement (prepared
+    /// first when new). Returns the statements prepared here, or `None` when the steps hold
+    /// something a shared session can't run.
+    fn encode(&mut self, steps: &[Step], out: &mut BytesMut) -> Option<Vec<Bytes>> {
+        let mut parsed = Vec::new();
+        for step in steps {
+            match step {
+                Step::Raw(frame) => match frame.first() {
+                    Some(&f::QUERY) | Some(&f::EXECUTE) | Some(&f::SYNC) => {
+                        out.extend_from_slice(frame)
+                    }
+                    _ => return None,
+                },
+                Step::Parse { .. } => return None,
+                Step::Bind { parse, bind, .. } => {
+                    // Parse: name \0 text \0 types; the key is everything after the name.
+                    let (_, spec) = split_cstr(parse.slice(5..))?;
+                    let name = match self.names.get(&spec) {
+                        Some(n) => n.clone(),
+                        None => {
+                            self.next += 1;
+                            let n = format!("_dw_shadow_{}", self.next);
+                            let mut body = BytesMut::with_capacity(n.len() + 1 + spec.len());
+                            body.put_slice(n.as_bytes());
+                            body.put_u8(0);
+                            body.put_slice(&spec);
+                            protocol::frontend_message(out, f::PARSE, &body);
+                            self.names.insert(spec.clone(), n.clone());
+                            parsed.push(spec);
+                            n
+                        }
+                    };
+                    // Bind: portal \0 statement \0 rest.
+                    let (portal, rest) = split_cstr(bind.slice(5..))?;
+                    let (_, rest) = split_cstr(rest)?;
+                    let mut body =
+                        BytesMut::with_capacity(portal.len() + name.len() + 2 + rest.len());
+                    body.put_slice(&portal);
+                    body.put_u8(0);
+                    body.put_slice(name.as_bytes());
+                    body.put_u8(0);
+                    body.put_slice(&rest);
+                    protocol::frontend_message(out, f::BIND, &body);
+                }
+            }
+        }
+        Some(parsed)
+    }
+
+    fn forget(&mut self, parsed: Vec<Bytes>) {
+        for spec in parsed {
+            self.names.remove(&spec);
+        }
+    }
+}
+
+/// `b` split after its first NUL: (the string before it, the rest).
+fn split_cstr(b: Bytes) -> Option<(Bytes, Bytes)> {
+    let end = b.iter().position(|c| *c == 0)?;
+    Some((b.slice(..end), b.slice(end + 1..)))
+}
+
+/// A sample written to the lane, waiting for its answer.
+struct InFlight {
+    finish: Finish,
+    parsed: Vec<Bytes>,
+    sent: Instant,
+}
+
+/// Two halves, so that answers are read while later samples are written: the writer sends
+/// samples as they come (those queued meanwhile in one write), the reader answers them in
+/// order.
+async fn serve(conn: Conn, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let Conn {
+        reader,
+        mut writer,
+        buf,
+        ..
+    } = conn;
+    let statements = Arc::new(Mutex::new(Statements::default()));
+    let broken = Arc::new(AtomicBool::new(false));
+    let (flight_tx, flight_rx) = mpsc::unbounded_channel();
+    let read = tokio::spawn(answer(
+        reader,
+        buf,
+        flight_rx,
+        statements.clone(),
+        broken.clone(),
+    ));
+    let mut out = BytesMut::new();
+    'serve: while let Some(first) = rx.recv().await {
+        if rx.is_empty() {
+            // A quiet moment: give other sessions' samples a little while to join this one,
+            // so the secondary's backend wakes once for several.
+            tokio::time::sleep(GATHER).await;
+        }
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        out.clear();
+        let sent = Instant::now();
+        for r in batch {
+            if broken.load(Ordering::Acquire) {
+                (r.finish)(Err("shared shadow connection closed".into()));
+                continue;
+            }
+            let encoded = statements
+                .lock()
+                .expect("lock poisoned")
+                .encode(&r.steps, &mut out);
+            match encoded {
+                Some(parsed) => {
+                    let flight = InFlight {
+                        finish: r.finish,
+                        parsed,
+                        sent,
+                    };
+                    if let Err(mpsc::error::SendError(f)) = flight_tx.send(flight) {
+                        (f.finish)(Err("shared shadow connection closed".into()));
+                        break 'serve;
+                    }
+                }
+                None => {
+                    (r.finish)(Err("not runnable on a shared session".into()));
+                }
+            }
+        }
+        if out.is_empty() {
+            if broken.load(Ordering::Acquire) {
+                break;
+            }
+            continue;
+        }
+        let wrote = match writer.write_all(&out).await {
+            Ok(()) => writer.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = wrote {
+            debug!(error = %e, "shared shadow connection lost");
+            break;
+        }
+    }
+    // The server answers everything before the Terminate; the reader ends at end of stream.
+    drop(flight_tx);
+    let _ = writer.write_all(b"X\0\0\0\x04").await;
+    let _ = writer.shutdown().await;
+    let _ = read.await;
+}
+
+async fn answer(
+    mut reader: Reader,
+    mut buf: BytesMut,
+    mut flights: mpsc::UnboundedReceiver<InFlight>,
+    statements: Arc<Mutex<Statements>>,
+    broken: Arc<AtomicBool>,
+) {
+    while let Some(flight) = flights.recv().await {
+        let mut c = Collector::default();
+        c.begin(b'I');
+        c.keep_rows(true);
+        let answer = loop {
+            match read_message(&mut reader, &mut buf, 1 << 30).await {
+                Ok((tag, body)) => {
+                    if let Some(o) = c.message(tag, &body) {
+                        break Ok(o);
+                    }
+                }
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        match answer {
+            Ok(o) => {
+                if o.error().is_some() {
+                    statements
+                        .lock()
+                        .expect("lock poisoned")
+                        .forget(flight.parsed);
+                }
+                // A read leaves no transaction open; if one is, the session is no longer
+                // clean and takes no more samples.
+                if o.status_after != b'I' {
+                    broken.store(true, Ordering::Release);
+                }
+                (flight.finish)(Ok((o, flight.sent.elapsed())));
+            }
+            Err(e) => {
+                debug!(error = %e, "shared shadow connection lost");
+                broken.store(true, Ordering::Release);
+                (flight.finish)(Err(e.clone()));
+                flights.close();
+                while let Some(f) = flights.recv().await {
+                    (f.finish)(Err(e.clone()));
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn close(mut conn: Conn) {
+    let _ = conn.writer.write_all(b"X\0\0\0\x04").await;
+    let _ = conn.writer.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Bytes {
+        let mut out = BytesMut::new();
+        protocol::frontend_message(&mut out, tag, body);
+        out.freeze()
+    }
+
+    fn bind_step(stmt: &str, text: &str) -> Step {
+        Step::Bind {
+            statement: stmt.into(),
+            generation: 1,
+            parse: frame(f::PARSE, format!("{stmt}\0{text}\0\0\0").as_bytes()),
+            bind: frame(f::BIND, format!("\0{stmt}\0\0\0\0\0\0\0").as_bytes()),
+        }
+    }
+
+    #[test]
+    fn binds_point_at_the_lanes_own_statements_prepared_once() {
+        let mut s = Statements::default();
+        let mut out = BytesMut::new();
+        let sync = Step::Raw(frame(f::SYNC, b""));
+        let steps = vec![bind_step("P0_1", "SELECT 1"), sync.clone()];
+        let parsed = s.encode(&steps, &mut out).expect("runnable");
+        assert_eq!(parsed.len(), 1);
+        let first = out.split().freeze();
+        assert_eq!(first[0], f::PARSE);
+        assert!(first.windows(12).any(|w| w == b"_dw_shadow_1"));
+        // Another session's name for the same text: no second Parse, same lane statement.
+        let steps = vec![bind_step("S_7", "SELECT 1"), sync];
+        assert_eq!(s.encode(&steps, &mut out).expect("runnable").len(), 0);
+        let second = out.split().freeze();
+        assert_eq!(second[0], f::BIND);
+        assert!(second.windows(14).any(|w| w == b"\0_dw_shadow_1\0"));
+        assert!(!second.windows(3).any(|w| w == b"S_7"));
+        // Forgotten after a failure: prepared again under a new name.
+        s.forget(parsed);
+        let steps = vec![bind_step("P0_1", "SELECT 1")];
+        assert_eq!(s.encode(&steps, &mut out).expect("runnable").len(), 1);
+        assert!(out.windows(12).any(|w| w == b"_dw_shadow_2"));
+    }
+
+    #[test]
+    fn steps_a_shared_session_cannot_run_are_refused() {
+        let mut s = Statements::default();
+        let mut out = BytesMut::new();
+        let close = Step::Raw(frame(f::CLOSE, b"Sx\0"));
+        assert!(s.encode(&[close], &mut out).is_none());
+        let parse = Step::Parse {
+            statement: "x".into(),
+            generation: 1,
+            parse: frame(f::PARSE, b"x\0SELECT 1\0\0\0"),
+        };
+        assert!(s.encode(&[parse], &mut out).is_none());
+    }
+}
