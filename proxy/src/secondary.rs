@@ -57,6 +57,8 @@ pub struct Secondary {
     lag_detached: Arc<AtomicBool>,
     queued_bytes: Arc<AtomicU64>,
     dual_queue: Arc<Shared>,
+    /// `dualwrite_secondary_lag_bytes`, looked up once.
+    lag_gauge: metrics::Gauge,
 }
 
 impl Secondary {
@@ -92,6 +94,7 @@ impl Secondary {
             lane: None,
             session_state: false,
             samples: Vec::new(),
+            lag_gauge: metrics::gauge!("dualwrite_secondary_lag_bytes"),
         };
         let dual_queue = worker.shared.clone();
         tokio::spawn(worker.run(items_rx, swap_rx));
@@ -105,6 +108,7 @@ impl Secondary {
             on_lag: settings.on_lag,
             lag_detached,
             queued_bytes,
+            lag_gauge: metrics::gauge!("dualwrite_secondary_lag_bytes"),
         }
     }
 
@@ -133,7 +137,7 @@ impl Secondary {
         };
         self.queued_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.dual_queue.dual.queue_add();
-        metrics::gauge!("dualwrite_secondary_lag_bytes").increment(bytes as f64);
+        self.lag_gauge.increment(bytes as f64);
         let _ = self.items.send(Queued {
             item,
             _permit: permit,
@@ -253,6 +257,7 @@ struct Worker {
     session_state: bool,
     /// Samples handed to the shared session and not yet answered.
     samples: Vec<tokio::sync::oneshot::Receiver<()>>,
+    lag_gauge: metrics::Gauge,
 }
 
 enum Action {
@@ -317,7 +322,7 @@ impl Worker {
             self.queued_bytes
                 .fetch_sub(q.bytes as u64, Ordering::Relaxed);
             self.shared.dual.queue_done();
-            metrics::gauge!("dualwrite_secondary_lag_bytes").decrement(q.bytes as f64);
+            self.lag_gauge.decrement(q.bytes as f64);
         }
         // The session ended. A transaction still open on the primary was rolled back with it.
         if let Some(mut c) = self.conn.take() {
@@ -696,7 +701,7 @@ impl Worker {
         self.next_connect = Instant::now() + self.backoff;
     }
 
-    async fn unit(&mut self, u: Unit, o: Outcome) {
+    async fn unit(&mut self, mut u: Unit, mut o: Outcome) {
         self.session_state |= u.session_state;
         let before = o.status_before;
         let after = o.status_after;
@@ -741,8 +746,11 @@ impl Worker {
 
             Action::Apply => {
                 let in_txn = before != b'I' || after != b'I';
+                let bytes = u.bytes;
                 if in_txn {
-                    self.txn.push(u.clone());
+                    // Kept whole for the journal; below, an in-transaction unit needs only
+                    // its size.
+                    self.txn.push(std::mem::take(&mut u));
                 }
                 if self.txn_failed.is_some() {
                     // The secondary's transaction already failed: the rest is journaled with it.
@@ -754,8 +762,8 @@ impl Worker {
                         self.journal_units(std::slice::from_ref(&u), &reason).await;
                     }
                 } else if in_txn {
-                    self.deferred.push(o.clone());
-                    self.deferred_bytes += u.bytes;
+                    self.deferred.push(std::mem::take(&mut o));
+                    self.deferred_bytes += bytes;
                     if after == b'I' || self.deferred_bytes > DEFER_LIMIT {
                         self.flush(after == b'I').await;
                     }

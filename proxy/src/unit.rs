@@ -123,6 +123,14 @@ fn text_of(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..end]).into_owned()
 }
 
+/// The first step of an extended-protocol unit: such a unit can be wrapped in a transaction
+/// of the replay's own unless a statement in it is transaction control.
+fn begin_extended(unit: &mut Unit) {
+    if unit.steps.is_empty() && unit.text.is_empty() {
+        unit.wrap_ok = true;
+    }
+}
+
 fn absorb(unit: &mut Unit, class: &classify::Classification, text: &str) {
     if unit.text.is_empty() {
         unit.text = text.chars().take(200).collect();
@@ -251,16 +259,16 @@ impl Builder {
                 let stmt = String::from_utf8_lossy(stmt).into_owned();
                 match self.statements.get(&stmt) {
                     Some(s) if s.class.route == Route::Both => {
-                        let s = s.clone();
-                        self.begin_extended();
-                        absorb(&mut self.current, &s.class, &s.text);
-                        self.current.steps.push(Step::Bind {
+                        let current = &mut self.current;
+                        begin_extended(current);
+                        absorb(current, &s.class, &s.text);
+                        current.steps.push(Step::Bind {
                             statement: stmt.clone(),
                             generation: s.generation,
                             parse: s.parse.clone(),
                             bind: frame.clone(),
                         });
-                        self.current.bytes += s.parse.len() + frame.len();
+                        current.bytes += s.parse.len() + frame.len();
                         self.portals.insert(portal, Some(stmt));
                     }
                     known => {
@@ -281,19 +289,20 @@ impl Builder {
                     self.shadow_execute(&portal, body, frame, index);
                 }
                 if let Some(Some(stmt)) = self.portals.get(&portal) {
-                    let s = self.statements.get(stmt).cloned();
+                    let copy_in = self
+                        .statements
+                        .get(stmt)
+                        .is_some_and(|s| s.class.copy_from_stdin);
                     self.current.steps.push(Step::Raw(frame.clone()));
                     self.current.bytes += frame.len();
                     self.current.results.push(index);
-                    if let Some(s) = s {
-                        if s.class.copy_from_stdin {
-                            // The COPY starts now: send what we have, stream the data.
-                            self.current.copy_in = true;
-                            self.current.tx = None;
-                            let unit = std::mem::take(&mut self.current);
-                            out.push(Item::Unit(unit));
-                            self.in_copy = true;
-                        }
+                    if copy_in {
+                        // The COPY starts now: send what we have, stream the data.
+                        self.current.copy_in = true;
+                        self.current.tx = None;
+                        let unit = std::mem::take(&mut self.current);
+                        out.push(Item::Unit(unit));
+                        self.in_copy = true;
                     }
                 }
                 false
@@ -365,9 +374,7 @@ impl Builder {
     }
 
     fn begin_extended(&mut self) {
-        if self.current.steps.is_empty() && self.current.text.is_empty() {
-            self.current.wrap_ok = true;
-        }
+        begin_extended(&mut self.current);
     }
 
     fn reset_unit(&mut self) {
