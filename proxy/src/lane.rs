@@ -313,6 +313,9 @@ async fn answer(
                     broken.store(true, Ordering::Release);
                 }
                 (flight.finish)(Ok((o, flight.sent.elapsed())));
+                // Answers already buffered are read without waiting: let the sessions'
+                // relaying run between comparisons.
+                tokio::task::consume_budget().await;
             }
             Err(e) => {
                 debug!(error = %e, "shared shadow connection lost");
