@@ -55,23 +55,14 @@ pub struct Lanes {
 impl Lanes {
     /// The running lane for `key`, if a client session still holds it.
     pub fn get(&self, key: &str) -> Option<Arc<Lane>> {
-        self.lanes
-            .lock()
-            .expect("lock poisoned")
-            .get(key)
-            .and_then(Weak::upgrade)
-            .filter(|l| !l.tx.is_closed())
+        running(&self.lanes.lock().expect("lock poisoned"), key)
     }
 
     /// Start a lane for `key` on `conn` (a fresh secondary session of that login). When another
     /// session started one meanwhile, that one is used and `conn` is closed.
     pub fn start(&self, key: String, conn: Conn) -> Arc<Lane> {
         let mut lanes = self.lanes.lock().expect("lock poisoned");
-        if let Some(lane) = lanes
-            .get(&key)
-            .and_then(Weak::upgrade)
-            .filter(|l| !l.tx.is_closed())
-        {
+        if let Some(lane) = running(&lanes, &key) {
             tokio::spawn(close(conn));
             return lane;
         }
@@ -82,17 +73,13 @@ impl Lanes {
         tokio::spawn(serve(conn, rx));
         lane
     }
+}
 
-    /// Lanes with a client session holding them.
-    pub fn open(&self) -> usize {
-        self.lanes
-            .lock()
-            .expect("lock poisoned")
-            .values()
-            .filter_map(Weak::upgrade)
-            .filter(|l| !l.tx.is_closed())
-            .count()
-    }
+fn running(lanes: &HashMap<String, Weak<Lane>>, key: &str) -> Option<Arc<Lane>> {
+    lanes
+        .get(key)
+        .and_then(Weak::upgrade)
+        .filter(|l| !l.tx.is_closed())
 }
 
 /// A handle on a running lane; the lane ends when the last handle is dropped.
