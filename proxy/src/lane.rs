@@ -116,7 +116,23 @@ impl Statements {
     /// first when new). Returns the statements prepared here, or `None` when the steps hold
     /// something a shared session can't run.
     fn encode(&mut self, steps: &[Step], out: &mut BytesMut) -> Option<Vec<Bytes>> {
+        let start = out.len();
         let mut parsed = Vec::new();
+        if self.encode_into(steps, out, &mut parsed).is_none() {
+            // Nothing of a refused sample reaches the server.
+            out.truncate(start);
+            self.forget(parsed);
+            return None;
+        }
+        Some(parsed)
+    }
+
+    fn encode_into(
+        &mut self,
+        steps: &[Step],
+        out: &mut BytesMut,
+        parsed: &mut Vec<Bytes>,
+    ) -> Option<()> {
         for step in steps {
             match step {
                 Step::Raw(frame) => match frame.first() {
@@ -158,7 +174,7 @@ impl Statements {
                 }
             }
         }
-        Some(parsed)
+        Some(())
     }
 
     fn forget(&mut self, parsed: Vec<Bytes>) {
@@ -372,7 +388,12 @@ mod tests {
         let mut s = Statements::default();
         let mut out = BytesMut::new();
         let close = Step::Raw(frame(f::CLOSE, b"Sx\0"));
-        assert!(s.encode(&[close], &mut out).is_none());
+        assert!(s.encode(std::slice::from_ref(&close), &mut out).is_none());
+        // Refused after a Bind: nothing of it is left to send, and its statement is not kept.
+        let steps = vec![bind_step("P0_1", "SELECT 1"), close];
+        assert!(s.encode(&steps, &mut out).is_none());
+        assert!(out.is_empty());
+        assert!(s.names.is_empty());
         let parse = Step::Parse {
             statement: "x".into(),
             generation: 1,
