@@ -11,7 +11,8 @@
 //!   sessions of the same login (`lane`), after the session's earlier writes were applied.
 //! - At most `shadow_queue` samples are in flight; past that a sample is dropped and counted.
 //!   Samples never hold the client: the primary's answer is forwarded as it arrives, and the
-//!   comparison happens in the worker once both answers are in.
+//!   comparison happens once both answers are in (in the worker, or on the shared session's
+//!   task).
 //! - Each statement's answers are compared by error (and SQLSTATE class), column types,
 //!   row count, an order-insensitive digest and an order-sensitive digest of the rows. Same
 //!   rows in another order is kind `order`: a mismatch only when the query has ORDER BY.
