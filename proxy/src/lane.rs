@@ -32,10 +32,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::outcome::{Collector, Outcome};
+use crate::outcome::Outcome;
 use crate::protocol::{self, frontend as f};
-use crate::secondary::Conn;
-use crate::session::read_message;
+use crate::secondary::{read_outcome, Conn};
 use crate::tls::Reader;
 use crate::unit::Step;
 
@@ -289,20 +288,10 @@ async fn answer(
     broken: Arc<AtomicBool>,
 ) {
     while let Some(flight) = flights.recv().await {
-        let mut c = Collector::default();
-        c.begin(b'I');
-        c.keep_rows(true);
-        let answer = loop {
-            match read_message(&mut reader, &mut buf, 1 << 30).await {
-                Ok((tag, body)) => {
-                    if let Some(o) = c.message(tag, &body) {
-                        break Ok(o);
-                    }
-                }
-                Err(e) => break Err(e.to_string()),
-            }
-        };
-        match answer {
+        match read_outcome(&mut reader, &mut buf, true)
+            .await
+            .map_err(|e| e.to_string())
+        {
             Ok(o) => {
                 if o.error().is_some() {
                     statements

@@ -27,7 +27,7 @@ use crate::journal::{Record, RecordKind};
 use crate::outcome::{Collector, Outcome, ResultKind};
 use crate::protocol::{self, frontend as f};
 use crate::server::Shared;
-use crate::session::read_message;
+use crate::session::{read_message, MessageError};
 use crate::tls::{Reader, Writer};
 use crate::unit::{Item, Step, Unit};
 
@@ -1354,22 +1354,10 @@ fn query_text(q: &[u8]) -> String {
 
 /// Write `out` (a batch of `n` units) and read the `n` answers, each up to its ReadyForQuery.
 async fn roundtrips(conn: &mut Conn, out: &[u8], n: usize) -> Result<Vec<Outcome>, Lost> {
-    conn.writer
-        .write_all(out)
-        .await
-        .map_err(|e| Lost(e.to_string()))?;
-    conn.writer.flush().await.map_err(|e| Lost(e.to_string()))?;
+    send(conn, out).await?;
     let mut answers = Vec::with_capacity(n);
-    let mut c = Collector::default();
-    c.begin(b'I');
     while answers.len() < n {
-        let (tag, body) = read_message(&mut conn.reader, &mut conn.buf, 1 << 30)
-            .await
-            .map_err(|e| Lost(e.to_string()))?;
-        if let Some(o) = c.message(tag, &body) {
-            answers.push(o);
-            c.begin(b'I');
-        }
+        answers.push(read_outcome(&mut conn.reader, &mut conn.buf, false).await?);
     }
     Ok(answers)
 }
@@ -1381,20 +1369,38 @@ async fn roundtrip(conn: &mut Conn, out: &[u8]) -> Result<Outcome, Lost> {
 
 /// [`roundtrip`], keeping the first rows of the answer when `keep` (shadow reads).
 async fn roundtrip_sampled(conn: &mut Conn, out: &[u8], keep: bool) -> Result<Outcome, Lost> {
+    send(conn, out).await?;
+    Ok(read_outcome(&mut conn.reader, &mut conn.buf, keep).await?)
+}
+
+async fn send(conn: &mut Conn, out: &[u8]) -> Result<(), Lost> {
     conn.writer
         .write_all(out)
         .await
         .map_err(|e| Lost(e.to_string()))?;
-    conn.writer.flush().await.map_err(|e| Lost(e.to_string()))?;
+    conn.writer.flush().await.map_err(|e| Lost(e.to_string()))
+}
+
+/// Read a backend's answer to one unit, up to its ReadyForQuery, keeping the first rows when
+/// `keep` (shadow reads).
+pub async fn read_outcome(
+    reader: &mut Reader,
+    buf: &mut BytesMut,
+    keep: bool,
+) -> Result<Outcome, MessageError> {
     let mut c = Collector::default();
     c.begin(b'I');
     c.keep_rows(keep);
     loop {
-        let (tag, body) = read_message(&mut conn.reader, &mut conn.buf, 1 << 30)
-            .await
-            .map_err(|e| Lost(e.to_string()))?;
+        let (tag, body) = read_message(reader, buf, 1 << 30).await?;
         if let Some(o) = c.message(tag, &body) {
             return Ok(o);
         }
+    }
+}
+
+impl From<MessageError> for Lost {
+    fn from(e: MessageError) -> Lost {
+        Lost(e.to_string())
     }
 }
