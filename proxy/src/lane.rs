@@ -17,8 +17,14 @@
 //!   are pointed at it. A statement whose sample fails is forgotten and prepared again under a
 //!   new name next time.
 //! - Samples are pipelined: written as they come (those queued meanwhile in one write) while
-//!   the answers of earlier ones are read, each ending at its own Sync or Query, so a failing
-//!   sample affects no other.
+//!   the answers of earlier ones are read.
+//! - Extended-protocol samples written together share one Sync: the server answers the group
+//!   with one ReadyForQuery, in one write, and the proxy reads it in one wake-up, instead of
+//!   one of each per sample. Each sample's answer ends at its last Execute's result. A sample
+//!   that fails makes the server skip the rest of its group: those are sent again, each with
+//!   its own Sync, so a failing sample costs no other its comparison. A group's reads run in
+//!   one implicit transaction, begun once all of them were handed over, so each still sees
+//!   every write its session made before it.
 //! - The lane lives while a client session holds it and closes its backend session after the
 //!   last one lets go. A broken connection ends the lane; the next sample opens a new one.
 
@@ -32,9 +38,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::outcome::Outcome;
-use crate::protocol::{self, frontend as f};
+use crate::outcome::{Collector, Outcome};
+use crate::protocol::{self, backend as b, frontend as f};
 use crate::secondary::{read_outcome, Conn};
+use crate::session::read_message;
 use crate::tls::Reader;
 use crate::unit::Step;
 
@@ -93,13 +100,45 @@ pub type Finish = Box<dyn FnOnce(Result<(Outcome, Duration), String>) + Send>;
 struct Request {
     steps: Vec<Step>,
     finish: Finish,
+    /// Sent again after its group failed: it gets a Sync of its own.
+    alone: bool,
 }
+
+impl Request {
+    /// The number of Executes when the sample can share its Sync with the samples after it:
+    /// extended protocol only, ending at its one Sync.
+    fn shareable(&self) -> Option<usize> {
+        if self.alone
+            || !matches!(self.steps.last(), Some(Step::Raw(f)) if f.first() == Some(&f::SYNC))
+        {
+            return None;
+        }
+        let mut executes = 0;
+        for step in &self.steps[..self.steps.len() - 1] {
+            if let Step::Raw(frame) = step {
+                match frame.first() {
+                    Some(&f::EXECUTE) => executes += 1,
+                    _ => return None,
+                }
+            }
+        }
+        (executes > 0).then_some(executes)
+    }
+}
+
+const SYNC: &[u8] = b"S\0\0\0\x04";
 
 impl Lane {
     /// Hand over one sample (the steps of a shadow unit); `finish` gets its answer. `false`
     /// when the lane is gone (`finish` is dropped uncalled): run the sample elsewhere.
     pub fn submit(&self, steps: Vec<Step>, finish: Finish) -> bool {
-        self.tx.send(Request { steps, finish }).is_ok()
+        self.tx
+            .send(Request {
+                steps,
+                finish,
+                alone: false,
+            })
+            .is_ok()
     }
 }
 
@@ -194,6 +233,11 @@ struct InFlight {
     finish: Finish,
     parsed: Vec<Bytes>,
     sent: Instant,
+    /// `Some(executes)` when later samples share its Sync: its answer ends after that many
+    /// results (or at an error), not at a ReadyForQuery.
+    shares_sync: Option<usize>,
+    /// Kept to send it again should an earlier sample of its group fail.
+    steps: Vec<Step>,
 }
 
 /// Two halves, so that answers are read while later samples are written: the writer sends
@@ -209,54 +253,115 @@ async fn serve(conn: Conn, mut rx: mpsc::UnboundedReceiver<Request>) {
     let statements = Arc::new(Mutex::new(Statements::default()));
     let broken = Arc::new(AtomicBool::new(false));
     let (flight_tx, flight_rx) = mpsc::unbounded_channel();
-    let read = tokio::spawn(answer(
+    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel();
+    let pending = Arc::new(Pending::default());
+    let read = tokio::spawn(answer(Answering {
         reader,
         buf,
-        flight_rx,
-        statements.clone(),
-        broken.clone(),
-    ));
+        flights: flight_rx,
+        retry: retry_tx,
+        statements: statements.clone(),
+        broken: broken.clone(),
+        pending: pending.clone(),
+    }));
     let mut out = BytesMut::new();
-    'serve: while let Some(first) = rx.recv().await {
-        if rx.is_empty() {
+    let mut flights: Vec<InFlight> = Vec::new();
+    // No session holds the lane any more: what was sent is still answered, and samples sent
+    // back after a failure in their group still go again.
+    let mut closed = false;
+    loop {
+        let first = if !closed {
+            tokio::select! {
+                biased;
+                Some(r) = retry_rx.recv() => r,
+                r = rx.recv() => match r {
+                    Some(r) => r,
+                    None => {
+                        closed = true;
+                        continue;
+                    }
+                },
+            }
+        } else {
+            if retry_rx.is_empty()
+                && (pending.outstanding.load(Ordering::Acquire) == 0 || retry_rx.is_closed())
+            {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(r) = retry_rx.recv() => r,
+                _ = pending.idle.notified() => continue,
+            }
+        };
+        if rx.is_empty() && retry_rx.is_empty() {
             // A quiet moment: give other sessions' samples a little while to join this one,
             // so the secondary's backend wakes once for several.
             tokio::time::sleep(GATHER).await;
         }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
+            match retry_rx.try_recv().or_else(|_| rx.try_recv()) {
                 Ok(r) => batch.push(r),
                 Err(_) => break,
             }
         }
         out.clear();
         let sent = Instant::now();
+        // The group of samples written since the last Sync is still open.
+        let mut open = false;
         for r in batch {
             if broken.load(Ordering::Acquire) {
                 (r.finish)(Err("shared shadow connection closed".into()));
                 continue;
             }
+            let shares = r.shareable();
+            if shares.is_none() && open {
+                close_group(&mut out, &mut flights);
+                open = false;
+            }
+            let steps = match shares {
+                Some(_) => &r.steps[..r.steps.len() - 1],
+                None => &r.steps[..],
+            };
             let encoded = statements
                 .lock()
                 .expect("lock poisoned")
-                .encode(&r.steps, &mut out);
+                .encode(steps, &mut out);
             match encoded {
                 Some(parsed) => {
-                    let flight = InFlight {
+                    open = shares.is_some();
+                    flights.push(InFlight {
                         finish: r.finish,
                         parsed,
                         sent,
-                    };
-                    if let Err(mpsc::error::SendError(f)) = flight_tx.send(flight) {
-                        (f.finish)(Err("shared shadow connection closed".into()));
-                        break 'serve;
-                    }
+                        shares_sync: shares,
+                        steps: r.steps,
+                    });
                 }
                 None => {
                     (r.finish)(Err("not runnable on a shared session".into()));
                 }
             }
+        }
+        if open {
+            close_group(&mut out, &mut flights);
+        }
+        let mut reader_gone = false;
+        for flight in flights.drain(..) {
+            if reader_gone {
+                (flight.finish)(Err("shared shadow connection closed".into()));
+                continue;
+            }
+            pending.outstanding.fetch_add(1, Ordering::AcqRel);
+            if let Err(mpsc::error::SendError(f)) = flight_tx.send(flight) {
+                pending.outstanding.fetch_sub(1, Ordering::AcqRel);
+                (f.finish)(Err("shared shadow connection closed".into()));
+                reader_gone = true;
+            }
+        }
+        if reader_gone {
+            break;
         }
         if out.is_empty() {
             if broken.load(Ordering::Acquire) {
@@ -273,27 +378,77 @@ async fn serve(conn: Conn, mut rx: mpsc::UnboundedReceiver<Request>) {
             break;
         }
     }
+    for f in flights.drain(..) {
+        (f.finish)(Err("shared shadow connection closed".into()));
+    }
     // The server answers everything before the Terminate; the reader ends at end of stream.
     drop(flight_tx);
     let _ = writer.write_all(b"X\0\0\0\x04").await;
     let _ = writer.shutdown().await;
     let _ = read.await;
+    // Samples the reader sent back after the lane stopped taking any.
+    retry_rx.close();
+    while let Some(r) = retry_rx.recv().await {
+        (r.finish)(Err("shared shadow connection closed".into()));
+    }
 }
 
-async fn answer(
-    mut reader: Reader,
-    mut buf: BytesMut,
-    mut flights: mpsc::UnboundedReceiver<InFlight>,
+/// End the open group with its Sync: its last sample's answer ends at the ReadyForQuery.
+fn close_group(out: &mut BytesMut, flights: &mut [InFlight]) {
+    out.extend_from_slice(SYNC);
+    if let Some(last) = flights.last_mut() {
+        last.shares_sync = None;
+    }
+}
+
+/// Samples written and not yet answered (or sent back), so that a lane no session holds any
+/// more still waits for the samples a failure in their group sends back.
+#[derive(Default)]
+struct Pending {
+    outstanding: std::sync::atomic::AtomicUsize,
+    /// Notified when `outstanding` falls to zero.
+    idle: tokio::sync::Notify,
+}
+
+impl Pending {
+    fn done(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_one();
+        }
+    }
+}
+
+/// The reading half of a lane.
+struct Answering {
+    reader: Reader,
+    buf: BytesMut,
+    flights: mpsc::UnboundedReceiver<InFlight>,
+    /// Samples to send again, on their own.
+    retry: mpsc::UnboundedSender<Request>,
     statements: Arc<Mutex<Statements>>,
     broken: Arc<AtomicBool>,
-) {
+    pending: Arc<Pending>,
+}
+
+async fn answer(a: Answering) {
+    let Answering {
+        mut reader,
+        mut buf,
+        mut flights,
+        retry,
+        statements,
+        broken,
+        pending,
+    } = a;
     while let Some(flight) = flights.recv().await {
-        match read_outcome(&mut reader, &mut buf, true)
-            .await
-            .map_err(|e| e.to_string())
-        {
+        let answer = match flight.shares_sync {
+            None => read_outcome(&mut reader, &mut buf, true).await,
+            Some(executes) => read_results(&mut reader, &mut buf, executes).await,
+        };
+        match answer.map_err(|e| e.to_string()) {
             Ok(o) => {
-                if o.error().is_some() {
+                let failed = o.error().is_some();
+                if failed {
                     statements
                         .lock()
                         .expect("lock poisoned")
@@ -301,24 +456,104 @@ async fn answer(
                 }
                 // A read leaves no transaction open; if one is, the session is no longer
                 // clean and takes no more samples.
-                if o.status_after != b'I' {
+                if flight.shares_sync.is_none() && o.status_after != b'I' {
                     broken.store(true, Ordering::Release);
                 }
+                let rest_skipped = failed && flight.shares_sync.is_some();
                 (flight.finish)(Ok((o, flight.sent.elapsed())));
+                pending.done();
+                if rest_skipped {
+                    // The server skipped the rest of the group up to its Sync: those samples
+                    // go again, each on its own, and whatever they prepared is gone.
+                    let mut end = false;
+                    while !end {
+                        let Some(skipped) = flights.recv().await else {
+                            return;
+                        };
+                        end = skipped.shares_sync.is_none();
+                        statements
+                            .lock()
+                            .expect("lock poisoned")
+                            .forget(skipped.parsed);
+                        metrics::counter!("dualwrite_shadow_resent_total").increment(1);
+                        let again = Request {
+                            steps: skipped.steps,
+                            finish: skipped.finish,
+                            alone: true,
+                        };
+                        if let Err(mpsc::error::SendError(r)) = retry.send(again) {
+                            (r.finish)(Err("shared shadow connection closed".into()));
+                        }
+                        pending.done();
+                    }
+                    match read_outcome(&mut reader, &mut buf, false).await {
+                        Ok(o) if o.status_after == b'I' => {}
+                        Ok(_) => broken.store(true, Ordering::Release),
+                        Err(e) => {
+                            lost(&mut flights, e.to_string(), &broken, &pending).await;
+                            return;
+                        }
+                    }
+                }
                 // Answers already buffered are read without waiting: let the sessions'
                 // relaying run between comparisons.
                 tokio::task::consume_budget().await;
             }
             Err(e) => {
-                debug!(error = %e, "shared shadow connection lost");
-                broken.store(true, Ordering::Release);
                 (flight.finish)(Err(e.clone()));
-                flights.close();
-                while let Some(f) = flights.recv().await {
-                    (f.finish)(Err(e.clone()));
-                }
+                pending.done();
+                lost(&mut flights, e, &broken, &pending).await;
                 return;
             }
+        }
+    }
+}
+
+/// The lane's connection broke: every sample still waiting gets the reason.
+async fn lost(
+    flights: &mut mpsc::UnboundedReceiver<InFlight>,
+    e: String,
+    broken: &AtomicBool,
+    pending: &Pending,
+) {
+    debug!(error = %e, "shared shadow connection lost");
+    broken.store(true, Ordering::Release);
+    flights.close();
+    while let Some(f) = flights.recv().await {
+        (f.finish)(Err(e.clone()));
+        pending.done();
+    }
+}
+
+/// Read the answer of a sample whose Sync is shared with later samples: its `executes`
+/// results, or up to its first error (after which the server skips to the Sync). Its outcome
+/// ends as if at a ReadyForQuery outside a transaction.
+async fn read_results(
+    reader: &mut Reader,
+    buf: &mut BytesMut,
+    executes: usize,
+) -> Result<Outcome, crate::session::MessageError> {
+    let mut c = Collector::default();
+    c.begin(b'I');
+    c.keep_rows(true);
+    let mut results = 0;
+    loop {
+        let (tag, body) = read_message(reader, buf, 1 << 30).await?;
+        if tag == b::READY_FOR_QUERY {
+            // The group ended before this sample's results: the answers are out of step
+            // with the samples, and the lane cannot go on.
+            return Err(crate::session::MessageError::Io(std::io::Error::other(
+                "ReadyForQuery before the end of a shared shadow sample",
+            )));
+        }
+        let _ = c.message(tag, &body);
+        match tag {
+            b::COMMAND_COMPLETE | b'I' | b's' => results += 1,
+            b::ERROR_RESPONSE => results = executes,
+            _ => {}
+        }
+        if results >= executes {
+            return Ok(c.message(b::READY_FOR_QUERY, b"I").unwrap_or_default());
         }
     }
 }
@@ -370,6 +605,34 @@ mod tests {
         let steps = vec![bind_step("P0_1", "SELECT 1")];
         assert_eq!(s.encode(&steps, &mut out).expect("runnable").len(), 1);
         assert!(out.windows(12).any(|w| w == b"_dw_shadow_2"));
+    }
+
+    #[test]
+    fn extended_samples_ending_at_their_one_sync_can_share_it() {
+        let sync = Step::Raw(frame(f::SYNC, b""));
+        let execute = Step::Raw(frame(f::EXECUTE, b"\0\0\0\0\0"));
+        let request = |steps: Vec<Step>, alone: bool| Request {
+            steps,
+            finish: Box::new(|_| {}),
+            alone,
+        };
+        let two = vec![
+            bind_step("a", "SELECT 1"),
+            execute.clone(),
+            bind_step("b", "SELECT 2"),
+            execute.clone(),
+            sync.clone(),
+        ];
+        assert_eq!(request(two.clone(), false).shareable(), Some(2));
+        // Sent again after its group failed: a Sync of its own.
+        assert_eq!(request(two, true).shareable(), None);
+        // A simple Query ends at its own ReadyForQuery; so does a sample without a Sync last.
+        let query = Step::Raw(frame(f::QUERY, b"SELECT 1\0"));
+        assert_eq!(request(vec![query], false).shareable(), None);
+        let unsynced = vec![bind_step("a", "SELECT 1"), execute.clone()];
+        assert_eq!(request(unsynced, false).shareable(), None);
+        let nothing_run = vec![bind_step("a", "SELECT 1"), sync];
+        assert_eq!(request(nothing_run, false).shareable(), None);
     }
 
     #[test]

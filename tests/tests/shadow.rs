@@ -236,6 +236,9 @@ async fn reads_of_sessions_without_state_share_one_target_session() {
             c.query_one(&by_key, &[&k]).await.unwrap();
         }
     }
+    // Other sessions' samples run whenever the shared session gets to them: let these finish
+    // before the writes below change what they read.
+    settled(&d, 40).await;
     // A session that reads its own writes: each sample runs after the write before it was
     // applied on the target and before the write after it.
     let w = d.client().await;
@@ -286,4 +289,67 @@ async fn reads_of_sessions_without_state_share_one_target_session() {
     }
     assert_eq!(left, 0, "target sessions left behind");
     d.assert_same("SELECT v FROM kv ORDER BY k").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sample_costs_the_samples_sharing_its_sync_nothing() {
+    let d = DualWrite::start_with("shadow_reads = 1.0", "").await;
+    d.both(
+        "CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL);
+         INSERT INTO kv SELECT i, i * 10 FROM generate_series(1, 10) i;
+         GRANT ALL ON kv TO app",
+    );
+    // The same answers on both sides, except that the target fails for key 7.
+    d.source.psql(
+        "app",
+        "CREATE VIEW checked AS SELECT k, v / 1 AS q FROM kv; GRANT SELECT ON checked TO app",
+    );
+    d.target.psql(
+        "app",
+        "CREATE VIEW checked AS SELECT k, v / CASE WHEN k = 7 THEN 0 ELSE 1 END AS q FROM kv;
+         GRANT SELECT ON checked TO app",
+    );
+    // Each client pipelines its reads, so that its samples reach the shared target session
+    // together and go out sharing one Sync.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(d.client().await);
+    }
+    let mut runs = Vec::new();
+    for c in clients {
+        runs.push(tokio::spawn(async move {
+            let by_key = c
+                .prepare("SELECT q FROM checked WHERE k = $1")
+                .await
+                .unwrap();
+            for _ in 0..5 {
+                let keys: Vec<i32> = (1..=10).collect();
+                let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> =
+                    keys.iter().map(|k| [k as _]).collect();
+                let answers =
+                    futures_util::future::join_all(params.iter().map(|p| c.query_one(&by_key, p)))
+                        .await;
+                for (k, row) in keys.iter().zip(answers) {
+                    let q: i32 = row.unwrap().get(0);
+                    assert_eq!(q, k * 10, "the client gets the primary's answer");
+                }
+            }
+        }));
+    }
+    for run in runs {
+        run.await.unwrap();
+    }
+
+    let r = settled(&d, 150).await;
+    let s = statement(&r, "SELECT q FROM checked WHERE k = $1");
+    assert_eq!(s.executions, 150, "{r:#?}");
+    assert_eq!(s.shared_connection, 150, "{r:#?}");
+    // Only key 7's samples differ; those that shared a Sync with a failing one were sent
+    // again on their own and compared equal.
+    assert_eq!(s.mismatches, vec![("error".to_string(), 15)], "{r:#?}");
+    assert_eq!((r.skipped, r.dropped), (0, 0), "{r:#?}");
+    assert!(
+        d.metric("dualwrite_shadow_resent_total", "").await > 0.0,
+        "no sample shared a Sync with a failing one"
+    );
 }
