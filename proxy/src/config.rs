@@ -48,6 +48,10 @@ pub struct FileConfig {
     /// Shadow reads waiting to run; past it, samples are dropped (and counted).
     #[serde(default = "default_shadow_queue")]
     pub shadow_queue: usize,
+    /// How long a shadow sample that finds its shared secondary session idle waits for others
+    /// to go out with it.
+    #[serde(default = "default_shadow_batch_wait")]
+    pub shadow_batch_wait: String,
     #[serde(default)]
     pub secondary: SecondaryConfig,
     #[serde(default)]
@@ -83,6 +87,13 @@ impl Default for SecondaryConfig {
 fn default_shadow_queue() -> usize {
     1024
 }
+
+fn default_shadow_batch_wait() -> String {
+    "3ms".into()
+}
+
+/// The longest `shadow_batch_wait` accepted.
+const MAX_SHADOW_BATCH_WAIT: Duration = Duration::from_secs(1);
 
 fn default_max_lag() -> usize {
     16 * 1024 * 1024
@@ -315,6 +326,7 @@ pub struct Settings {
     pub shadow_reads: f64,
     pub shadow_log_params: bool,
     pub shadow_queue: usize,
+    pub shadow_batch_wait: Duration,
     pub max_lag_bytes: usize,
     pub on_lag: OnLag,
     pub reconnect_backoff: Duration,
@@ -506,6 +518,12 @@ impl Settings {
             shadow_reads: file.shadow_reads,
             shadow_log_params: file.shadow_log_params,
             shadow_queue: file.shadow_queue.max(1),
+            shadow_batch_wait: match duration("shadow_batch_wait", &file.shadow_batch_wait)? {
+                d if d > MAX_SHADOW_BATCH_WAIT => {
+                    return Err(key_err("shadow_batch_wait", "must be at most 1s"))
+                }
+                d => d,
+            },
             max_lag_bytes: file.secondary.max_lag_bytes,
             on_lag: file.secondary.on_lag,
             reconnect_backoff: duration(
@@ -640,5 +658,27 @@ users = [{ name = "app", password = "app-secret" }, { name = "report", password 
             .unwrap_err()
             .to_string();
         assert!(err.contains("primary"), "{err}");
+    }
+
+    #[test]
+    fn shadow_batch_wait_is_a_short_duration() {
+        let with = |v: &str| {
+            BASE.replace(
+                "admin_listen = \"\"",
+                &format!("admin_listen = \"\"\nshadow_batch_wait = \"{v}\""),
+            )
+        };
+        assert_eq!(
+            Settings::from_toml(BASE).unwrap().shadow_batch_wait,
+            Duration::from_millis(3)
+        );
+        assert_eq!(
+            Settings::from_toml(&with("0s")).unwrap().shadow_batch_wait,
+            Duration::ZERO
+        );
+        for bad in ["2s", "soon"] {
+            let err = Settings::from_toml(&with(bad)).unwrap_err().to_string();
+            assert!(err.contains("shadow_batch_wait"), "{err}");
+        }
     }
 }

@@ -45,10 +45,6 @@ use crate::session::read_message;
 use crate::tls::Reader;
 use crate::unit::Step;
 
-/// How long a sample that finds the lane idle waits for others to go out with it. Nobody
-/// waits on it meanwhile: the client has its answer, and the session's worker waits only
-/// before its next write.
-const GATHER: Duration = Duration::from_millis(1);
 /// Samples sent in one write at most.
 const MAX_BATCH: usize = 64;
 
@@ -66,7 +62,11 @@ impl Lanes {
 
     /// Start a lane for `key` on `conn` (a fresh secondary session of that login). When another
     /// session started one meanwhile, that one is used and `conn` is closed.
-    pub fn start(&self, key: String, conn: Conn) -> Arc<Lane> {
+    ///
+    /// `gather`: how long a sample that finds the lane idle waits for others to go out with
+    /// it (`shadow_batch_wait`). Nobody waits on it meanwhile: the client has its answer, and
+    /// the session's worker waits only before its next write.
+    pub fn start(&self, key: String, conn: Conn, gather: Duration) -> Arc<Lane> {
         let mut lanes = self.lanes.lock().expect("lock poisoned");
         if let Some(lane) = running(&lanes, &key) {
             tokio::spawn(close(conn));
@@ -76,7 +76,7 @@ impl Lanes {
         let (tx, rx) = mpsc::unbounded_channel();
         let lane = Arc::new(Lane { tx });
         lanes.insert(key, Arc::downgrade(&lane));
-        tokio::spawn(serve(conn, rx));
+        tokio::spawn(serve(conn, rx, gather));
         lane
     }
 }
@@ -243,7 +243,7 @@ struct InFlight {
 /// Two halves, so that answers are read while later samples are written: the writer sends
 /// samples as they come (those queued meanwhile in one write), the reader answers them in
 /// order.
-async fn serve(conn: Conn, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn serve(conn: Conn, mut rx: mpsc::UnboundedReceiver<Request>, gather: Duration) {
     let Conn {
         reader,
         mut writer,
@@ -294,10 +294,10 @@ async fn serve(conn: Conn, mut rx: mpsc::UnboundedReceiver<Request>) {
                 _ = pending.idle.notified() => continue,
             }
         };
-        if rx.is_empty() && retry_rx.is_empty() {
+        if rx.is_empty() && retry_rx.is_empty() && !gather.is_zero() {
             // A quiet moment: give other sessions' samples a little while to join this one,
             // so the secondary's backend wakes once for several.
-            tokio::time::sleep(GATHER).await;
+            tokio::time::sleep(gather).await;
         }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {

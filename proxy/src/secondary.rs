@@ -550,7 +550,10 @@ impl Worker {
                 Some(lane) => lane,
                 None if Instant::now() < self.next_connect => return Err(primary),
                 None => match self.open_conn().await {
-                    Some(conn) => self.shared.lanes.start(key, conn),
+                    Some(conn) => {
+                        let gather = self.shared.settings().shadow_batch_wait;
+                        self.shared.lanes.start(key, conn, gather)
+                    }
                     None => return Err(primary),
                 },
             };
