@@ -11,7 +11,7 @@
 //! - Command tags and returned rows are compared; a difference is a divergence.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,7 +93,7 @@ impl Secondary {
             side_conn: None,
             lane: None,
             session_state: false,
-            samples: Vec::new(),
+            unsettled: Arc::new(Unsettled::default()),
             lag_gauge: metrics::gauge!("dualwrite_secondary_lag_bytes"),
         };
         let dual_queue = worker.shared.clone();
@@ -256,8 +256,35 @@ struct Worker {
     /// its reads run in its own secondary session, never on the shared one.
     session_state: bool,
     /// Samples handed to the shared session and not yet answered.
-    samples: Vec<tokio::sync::oneshot::Receiver<()>>,
+    unsettled: Arc<Unsettled>,
     lag_gauge: metrics::Gauge,
+}
+
+/// A session's samples on the shared session not answered yet: counted, so that a session
+/// that only reads keeps nothing per sample.
+#[derive(Default)]
+struct Unsettled {
+    count: AtomicUsize,
+    /// Notified when `count` falls to zero.
+    zero: tokio::sync::Notify,
+}
+
+/// One sample counted in [`Unsettled`] until dropped: answered, refused, or never handed over.
+struct Settles(Arc<Unsettled>);
+
+impl Unsettled {
+    fn add(this: &Arc<Unsettled>) -> Settles {
+        this.count.fetch_add(1, Ordering::AcqRel);
+        Settles(this.clone())
+    }
+}
+
+impl Drop for Settles {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.zero.notify_waiters();
+        }
+    }
 }
 
 enum Action {
@@ -291,7 +318,9 @@ impl Worker {
                     None => self.copy = None,
                 }
             }
-            if !self.samples.is_empty() && !matches!(&q.item, Item::Unit(u) if u.shadow) {
+            if self.unsettled.count.load(Ordering::Acquire) != 0
+                && !matches!(&q.item, Item::Unit(u) if u.shadow)
+            {
                 self.settle_samples().await;
             }
             match q.item {
@@ -578,7 +607,7 @@ impl Worker {
         } else {
             String::new()
         };
-        let (settled, wait) = tokio::sync::oneshot::channel();
+        let settled = Unsettled::add(&self.unsettled);
         let primary = Arc::new(primary);
         let kept = primary.clone();
         let shared = self.shared.clone();
@@ -603,10 +632,9 @@ impl Worker {
                 }
             }
             shared.shadow.done();
-            let _ = settled.send(());
+            drop(settled);
         });
         if lane.submit(u.steps.clone(), finish) {
-            self.samples.push(wait);
             return Ok(());
         }
         self.lane = None;
@@ -616,8 +644,14 @@ impl Worker {
     /// Wait until the samples handed to the shared session have run, so that a later write
     /// cannot reach the secondary before a read that came first.
     async fn settle_samples(&mut self) {
-        for wait in self.samples.drain(..) {
-            let _ = wait.await;
+        loop {
+            let zero = self.unsettled.zero.notified();
+            tokio::pin!(zero);
+            zero.as_mut().enable();
+            if self.unsettled.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            zero.await;
         }
     }
 
