@@ -378,9 +378,6 @@ async fn serve(conn: Conn, mut rx: mpsc::UnboundedReceiver<Request>, gather: Dur
             break;
         }
     }
-    for f in flights.drain(..) {
-        (f.finish)(Err("shared shadow connection closed".into()));
-    }
     // The server answers everything before the Terminate; the reader ends at end of stream.
     drop(flight_tx);
     let _ = writer.write_all(b"X\0\0\0\x04").await;
