@@ -884,7 +884,16 @@ impl Worker {
             self.txn_failed = Some(self.detached_reason());
             return;
         }
-        let units: Vec<Unit> = self.txn[self.txn.len() - n..].to_vec();
+        // The transaction's units are lent out for the batch and put back after it (the
+        // journal may still need them whole).
+        let txn = std::mem::take(&mut self.txn);
+        self.flush_units(&txn[txn.len() - n..], &outcomes, ending)
+            .await;
+        self.txn = txn;
+    }
+
+    async fn flush_units(&mut self, units: &[Unit], outcomes: &[Outcome], ending: bool) {
+        let n = units.len();
         let mut out = BytesMut::new();
         let parsed: Vec<Vec<String>> = units
             .iter()
