@@ -188,6 +188,14 @@ pub async fn lock_worker(client: &Client, key: i32) -> Result<bool, tokio_postgr
         .get(0))
 }
 
+/// Let go of this worker's liveness lock (it goes with the session anyway).
+pub async fn unlock_worker(client: &Client, key: i32) -> Result<(), tokio_postgres::Error> {
+    client
+        .query_one("SELECT pg_advisory_unlock($1, $2)", &[&LOCK_CLASS, &key])
+        .await
+        .map(drop)
+}
+
 /// A unit claimed by a worker.
 #[derive(Clone, Debug)]
 pub struct Claim {

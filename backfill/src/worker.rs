@@ -73,9 +73,13 @@ pub async fn run(shared: Arc<Shared>, number: usize) {
         target: None,
     };
     w.work().await;
-    // Hand back a unit left running by a second Ctrl-C, so `status` shows it pending.
+    // Hand back a unit left running by a second Ctrl-C, so `status` shows it pending; then
+    // let go of the liveness lock here rather than when the server notices the connection
+    // closed, so that nothing run right after this process (`clean`, another copy) still
+    // finds this worker alive.
     if let Some(t) = &w.target {
         let _ = store::release(t, &w.shared.plan_id, w.key).await;
+        let _ = store::unlock_worker(t, w.key).await;
     }
 }
 
