@@ -38,7 +38,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::outcome::{Collector, Outcome};
+use crate::outcome::{Collector, Outcome, ResultKind};
 use crate::protocol::{self, backend as b, frontend as f};
 use crate::secondary::{read_outcome, Conn};
 use crate::session::read_message;
@@ -533,7 +533,6 @@ async fn read_results(
     let mut c = Collector::default();
     c.begin(b'I');
     c.keep_rows(true);
-    let mut results = 0;
     loop {
         let (tag, body) = read_message(reader, buf, 1 << 30).await?;
         if tag == b::READY_FOR_QUERY {
@@ -544,12 +543,10 @@ async fn read_results(
             )));
         }
         let _ = c.message(tag, &body);
-        match tag {
-            b::COMMAND_COMPLETE | b'I' | b's' => results += 1,
-            b::ERROR_RESPONSE => results = executes,
-            _ => {}
-        }
-        if results >= executes {
+        let results = c.results();
+        let failed =
+            matches!(results.last(), Some(r) if matches!(r.kind, ResultKind::Error { .. }));
+        if results.len() >= executes || failed {
             return Ok(c.message(b::READY_FOR_QUERY, b"I").unwrap_or_default());
         }
     }

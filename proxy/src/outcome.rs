@@ -150,6 +150,11 @@ impl Collector {
         self.keep = false;
     }
 
+    /// The statement results seen so far in this outcome.
+    pub fn results(&self) -> &[StatementResult] {
+        &self.outcome.results
+    }
+
     /// Keep the first rows of this outcome (for shadow reads).
     pub fn keep_rows(&mut self, keep: bool) {
         self.keep = keep;
