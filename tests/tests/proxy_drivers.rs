@@ -1,0 +1,161 @@
+//! Client drivers other than tokio-postgres through the proxy: psycopg 3 (libpq), node-postgres
+//! and pgjdbc, each running a small application (`tests/clients/`) that prints a transcript of
+//! everything it saw. The application runs once directly against PostgreSQL and once through
+//! the proxy in dual-write mode with every read shadowed: the transcripts must be identical
+//! (the application cannot tell the difference), the table must be identical on source and
+//! target, and the proxy must have journaled nothing and found no difference.
+//!
+//! The drivers are installed by `scripts/setup.sh` (under `/opt/dualwrite-clients`, or
+//! `DW_CLIENTS_DIR`); a missing one fails the test with that hint.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use dualwrite_tests::proxy::{DualWrite, APP_PASSWORD, APP_USER};
+
+#[derive(Clone, Copy, Debug)]
+enum Driver {
+    Psycopg,
+    NodePostgres,
+    Jdbc,
+}
+
+fn clients_dir() -> PathBuf {
+    std::env::var_os("DW_CLIENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/dualwrite-clients"))
+}
+
+fn app(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join(name)
+}
+
+fn require(path: PathBuf, what: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{what} is not installed ({} is missing): run scripts/setup.sh",
+        path.display()
+    );
+    path
+}
+
+impl Driver {
+    fn command(self) -> tokio::process::Command {
+        match self {
+            Driver::Psycopg => {
+                let lib = require(clients_dir().join("python"), "psycopg 3");
+                let mut c = tokio::process::Command::new("python3");
+                c.arg(app("psycopg_app.py")).env("PYTHONPATH", lib);
+                c
+            }
+            Driver::NodePostgres => {
+                let lib = require(clients_dir().join("node/node_modules"), "node-postgres");
+                let mut c = tokio::process::Command::new("node");
+                c.arg(app("node_app.js")).env("NODE_PATH", lib);
+                c
+            }
+            Driver::Jdbc => {
+                let jar = require(
+                    PathBuf::from("/usr/share/java/postgresql.jar"),
+                    "pgjdbc (Debian package libpostgresql-jdbc-java)",
+                );
+                let mut c = tokio::process::Command::new("java");
+                c.arg("-cp").arg(jar).arg(app("JdbcApp.java"));
+                c
+            }
+        }
+    }
+
+    /// Run the application against `port`/`db`; its transcript (stdout).
+    async fn run(self, port: u16, db: &str) -> String {
+        let mut c = self.command();
+        c.env("DW_HOST", "127.0.0.1")
+            .env("DW_PORT", port.to_string())
+            .env("DW_USER", APP_USER)
+            .env("DW_PASSWORD", APP_PASSWORD)
+            .env("DW_DB", db)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(120), c.output())
+            .await
+            .unwrap_or_else(|_| panic!("{self:?} application did not finish in 120 s"))
+            .unwrap_or_else(|e| panic!("cannot start the {self:?} application: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{self:?} application failed ({}) against port {port}:\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+}
+
+/// The first line where two transcripts differ, for a readable failure.
+fn first_difference(a: &str, b: &str) -> String {
+    for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
+        if x != y {
+            return format!("line {}:\n  direct: {x}\n  proxy:  {y}", i + 1);
+        }
+    }
+    format!(
+        "lengths differ: direct {} lines, proxy {} lines",
+        a.lines().count(),
+        b.lines().count()
+    )
+}
+
+async fn no_difference(driver: Driver, table: &str) -> DualWrite {
+    let d = DualWrite::start_with("shadow_reads = 1.0", "").await;
+    d.source
+        .psql("postgres", "CREATE DATABASE direct OWNER app");
+    let direct = driver.run(d.source.port, "direct").await;
+    let through = driver.run(d.proxy.port(), "app").await;
+    assert!(
+        direct.lines().count() > 50,
+        "{driver:?} transcript too short:\n{direct}"
+    );
+    assert!(
+        direct == through,
+        "{driver:?}: the application saw a difference through the proxy; {}",
+        first_difference(&direct, &through)
+    );
+    let rows = d
+        .assert_same(&format!("SELECT * FROM {table} ORDER BY id"))
+        .await;
+    assert!(rows.lines().count() > 100, "{table} on source: {rows}");
+    let status = d.status().await;
+    let journal = &status["dual_write"]["journal"];
+    assert_eq!(journal["records"], 0, "journal: {journal}");
+    assert_eq!(journal["divergences"], 0, "journal: {journal}");
+    let shadow: serde_json::Value =
+        serde_json::from_str(&d.proxy.admin_get("/shadow").await).expect("shadow is JSON");
+    assert!(
+        shadow["executions"].as_u64().unwrap_or(0) > 0,
+        "no read was shadowed: {shadow}"
+    );
+    assert_eq!(
+        shadow["mismatches"],
+        serde_json::json!([]),
+        "shadow: {shadow}"
+    );
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_sees_no_difference() {
+    no_difference(Driver::Psycopg, "drv_psycopg").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_sees_no_difference() {
+    no_difference(Driver::NodePostgres, "drv_node").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_sees_no_difference() {
+    no_difference(Driver::Jdbc, "drv_jdbc").await;
+}
