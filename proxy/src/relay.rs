@@ -343,8 +343,12 @@ async fn client_to_backend(
                         if u.shadow && items.len() > before {
                             if shared.shadow.admit(shadow_queue) {
                                 shadow = true;
-                            } else {
-                                items.pop();
+                            } else if let Some(Item::Unit(dropped)) = items.pop() {
+                                if dropped.shares_answer {
+                                    if let Some(Item::Unit(before)) = items.last_mut() {
+                                        before.answer_shared = false;
+                                    }
+                                }
                             }
                         }
                     }
@@ -411,14 +415,17 @@ async fn backend_to_client(
     collector.begin(status);
     // Whether the unit being answered is dual-written (its returned rows are digested).
     let with_rows = Cell::new(false);
-    // (dual, shadow) of the unit being answered.
+    // (dual, shadow) of the unit being answered. With no unit queued, the answer is to a batch
+    // whose Sync has not been sent yet (the client sent Flush to get results early): its kind
+    // is not known, so its rows are digested and sampled in case it turns out dual or shadowed.
+    let unknown = secondary.is_some();
     let front_kind = || {
         flow.queue
             .lock()
             .expect("lock poisoned")
             .front()
             .map(|p| (p.dual, p.shadow))
-            .unwrap_or_default()
+            .unwrap_or((unknown, unknown))
     };
     let (dual, shadow) = front_kind();
     with_rows.set(secondary.is_some() && dual);

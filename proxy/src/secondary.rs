@@ -94,6 +94,7 @@ impl Secondary {
             lane: None,
             session_state: false,
             unsettled: Arc::new(Unsettled::default()),
+            shared_answer: None,
             lag_gauge: metrics::gauge!("dualwrite_secondary_lag_bytes"),
         };
         let dual_queue = worker.shared.clone();
@@ -257,6 +258,9 @@ struct Worker {
     session_state: bool,
     /// Samples handed to the shared session and not yet answered.
     unsettled: Arc<Unsettled>,
+    /// The primary's answer to a batch whose writes and sampled reads were split into two
+    /// units, kept for the second.
+    shared_answer: Option<Outcome>,
     lag_gauge: metrics::Gauge,
 }
 
@@ -325,7 +329,12 @@ impl Worker {
             }
             match q.item {
                 Item::Unit(u) if u.shadow => {
-                    let finished = match self.outcomes.recv().await {
+                    let answer = if u.shares_answer {
+                        self.shared_answer.take()
+                    } else {
+                        self.outcomes.recv().await
+                    };
+                    let finished = match answer {
                         Some(o) => self.shadow(u, o).await,
                         None => true,
                     };
@@ -335,7 +344,12 @@ impl Worker {
                 }
                 Item::Unit(u) if u.copy_in => self.copy_start(u).await,
                 Item::Unit(u) => match self.outcomes.recv().await {
-                    Some(o) => self.unit(u, o).await,
+                    Some(o) => {
+                        if u.answer_shared {
+                            self.shared_answer = Some(o.clone());
+                        }
+                        self.unit(u, o).await
+                    }
                     None => self.outcome_unknown(&u).await,
                 },
                 Item::CopyData(d) => self.copy_data(d).await,
@@ -459,6 +473,11 @@ impl Worker {
         use crate::shadow::Context;
         if !self.shared.dual.attached() || self.lag_detached.load(Ordering::Acquire) {
             self.shared.shadow.skip("detached");
+            return true;
+        }
+        if u.shares_answer && u.results.iter().any(|&i| i >= primary.results.len()) {
+            // An error earlier in the batch made the primary skip the sampled reads.
+            self.shared.shadow.skip("batch_failed");
             return true;
         }
         // The read sees the transaction's writes so far.

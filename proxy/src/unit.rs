@@ -69,6 +69,11 @@ pub struct Unit {
     pub bytes: usize,
     /// A sampled read, run on the secondary only to compare answers (see `shadow`).
     pub shadow: bool,
+    /// This unit is answered by the same primary answer (one Sync) as the unit before it: the
+    /// sampled reads of a batch that also held writes (see [`Builder::push`] at Sync).
+    pub shares_answer: bool,
+    /// The unit after this one shares its primary answer.
+    pub answer_shared: bool,
 }
 
 /// An item on a session's secondary queue.
@@ -227,6 +232,7 @@ impl Builder {
                 let class = classify::classify(&text);
                 if !name.is_empty() {
                     self.begin_extended();
+                    interleaved(&mut self.draft);
                     self.current.steps.push(Step::Parse {
                         statement: name.clone(),
                         generation: self.generation,
@@ -259,7 +265,12 @@ impl Builder {
                 let stmt = String::from_utf8_lossy(stmt).into_owned();
                 match self.statements.get(&stmt) {
                     Some(s) if s.class.route == Route::Both => {
+                        interleaved(&mut self.draft);
                         let current = &mut self.current;
+                        if current.steps.is_empty() {
+                            // Kept at Sync if this is the unit's only statement.
+                            current.tx = single_tx(&s.class);
+                        }
                         begin_extended(current);
                         absorb(current, &s.class, &s.text);
                         current.steps.push(Step::Bind {
@@ -293,6 +304,7 @@ impl Builder {
                         .statements
                         .get(stmt)
                         .is_some_and(|s| s.class.copy_from_stdin);
+                    interleaved(&mut self.draft);
                     self.current.steps.push(Step::Raw(frame.clone()));
                     self.current.bytes += frame.len();
                     self.current.results.push(index);
@@ -321,6 +333,7 @@ impl Builder {
                     };
                     if on_secondary {
                         self.begin_extended();
+                        interleaved(&mut self.draft);
                         self.current.steps.push(Step::Raw(frame.clone()));
                         self.current.bytes += frame.len();
                     }
@@ -331,32 +344,40 @@ impl Builder {
                 let mut unit = std::mem::take(&mut self.current);
                 let draft = std::mem::take(&mut self.draft);
                 self.executes = 0;
-                if unit.steps.is_empty()
-                    && draft.picked == Some(true)
+                let sample = (draft.picked == Some(true)
                     && !draft.spoiled
-                    && !draft.unit.results.is_empty()
-                {
+                    && !draft.unit.results.is_empty())
+                .then(|| {
                     let mut shadow = draft.unit;
                     shadow.steps.push(Step::Raw(frame.clone()));
                     shadow.bytes += frame.len();
                     shadow.shadow = true;
-                    out.push(Item::Unit(shadow));
+                    shadow
+                });
+                if unit.steps.is_empty() {
+                    if let Some(shadow) = sample {
+                        out.push(Item::Unit(shadow));
+                    }
                     return true;
                 }
-                if !unit.steps.is_empty() {
-                    unit.steps.push(Step::Raw(frame.clone()));
-                    unit.bytes += frame.len();
-                    if unit.results.len() == 1 && unit.steps.len() == 3 {
-                        // Bind + Execute + Sync of one transaction-control statement.
-                        if let Some(Step::Bind { statement, .. }) = unit.steps.first() {
-                            if let Some(s) = self.statements.get(statement) {
-                                unit.tx = single_tx(&s.class);
-                            }
-                        }
-                    }
-                    out.push(Item::Unit(unit));
-                } else {
-                    // A Sync alone still gets a ReadyForQuery; the secondary needs nothing.
+                unit.steps.push(Step::Raw(frame.clone()));
+                unit.bytes += frame.len();
+                if !(unit.results.len() == 1 && unit.steps.len() == 3) {
+                    // Only Bind + Execute + Sync of one statement is transaction control alone
+                    // (the statement's kind was noted at its Bind: a later Parse in the batch
+                    // may have replaced the unnamed statement since).
+                    unit.tx = None;
+                }
+                // Sampled reads that came after every write of the batch (a driver sending
+                // BEGIN with a transaction's first query, or a named statement's Parse with
+                // its first execution) are a sample of their own, run after the writes and
+                // compared against the same answer.
+                let sample = sample.filter(|_| !unit.copy_in && !self.in_copy);
+                unit.answer_shared = sample.is_some();
+                out.push(Item::Unit(unit));
+                if let Some(mut shadow) = sample {
+                    shadow.shares_answer = true;
+                    out.push(Item::Unit(shadow));
                 }
                 true
             }
@@ -462,7 +483,188 @@ fn is_copy(text: &str) -> bool {
     t.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("copy"))
 }
 
+/// A step for the secondary follows reads sampled in the same batch: those reads can't be run
+/// apart from the writes around them, so the batch is not sampled.
+fn interleaved(draft: &mut ShadowDraft) {
+    if !draft.unit.steps.is_empty() {
+        draft.spoiled = true;
+    }
+}
+
 fn single_tx(class: &classify::Classification) -> Option<TxControl> {
     (class.statements == 1 && !matches!(class.tx, TxControl::None | TxControl::Mixed))
         .then_some(class.tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Bytes {
+        let mut b = vec![tag];
+        b.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        b.extend_from_slice(body);
+        Bytes::from(b)
+    }
+
+    fn parse(name: &str, text: &str) -> Bytes {
+        frame(f::PARSE, format!("{name}\0{text}\0\0\0").as_bytes())
+    }
+
+    fn bind(portal: &str, statement: &str) -> Bytes {
+        frame(
+            f::BIND,
+            format!("{portal}\0{statement}\0\0\0\0\0\0\0").as_bytes(),
+        )
+    }
+
+    fn execute(max_rows: i32) -> Bytes {
+        let mut body = vec![0u8];
+        body.extend_from_slice(&max_rows.to_be_bytes());
+        frame(f::EXECUTE, &body)
+    }
+
+    fn describe_portal() -> Bytes {
+        frame(f::DESCRIBE, b"P\0")
+    }
+
+    fn sync() -> Bytes {
+        frame(f::SYNC, b"")
+    }
+
+    /// Feed a batch at shadow rate 1.0; the units it produced.
+    fn units(frames: &[Bytes]) -> Vec<Unit> {
+        let mut b = Builder {
+            shadow_rate: 1.0,
+            ..Builder::default()
+        };
+        let mut out = Vec::new();
+        for fr in frames {
+            b.push(fr[0], fr, &mut out);
+        }
+        out.into_iter()
+            .map(|i| match i {
+                Item::Unit(u) => u,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_read_alone_is_one_sample() {
+        let u = units(&[
+            parse("", "SELECT v FROM t WHERE id = $1"),
+            bind("", ""),
+            execute(0),
+            sync(),
+        ]);
+        assert_eq!(u.len(), 1);
+        assert!(u[0].shadow && !u[0].shares_answer);
+        assert_eq!(u[0].results, vec![0]);
+    }
+
+    #[test]
+    fn a_read_sent_with_the_begin_before_it_is_sampled_after_it() {
+        // pgjdbc with autocommit off: BEGIN goes out with the transaction's first query.
+        let u = units(&[
+            parse("", "BEGIN"),
+            bind("", ""),
+            execute(0),
+            parse("", "SELECT v FROM t WHERE id = $1"),
+            bind("", ""),
+            describe_portal(),
+            execute(0),
+            sync(),
+        ]);
+        assert_eq!(u.len(), 2, "{u:?}");
+        assert!(!u[0].shadow && u[0].answer_shared && !u[0].shares_answer);
+        assert_eq!(u[0].tx, Some(TxControl::Begin));
+        assert_eq!(u[0].results, vec![0]);
+        assert!(u[1].shadow && u[1].shares_answer && !u[1].answer_shared);
+        assert_eq!(u[1].results, vec![1]);
+        assert_eq!(u[1].text, "SELECT v FROM t WHERE id = $1");
+        assert!(matches!(u[1].steps.last(), Some(Step::Raw(s)) if s[0] == f::SYNC));
+    }
+
+    #[test]
+    fn a_named_statements_first_execution_is_sampled_after_its_parse() {
+        let u = units(&[
+            parse("S_1", "SELECT v FROM t WHERE id = $1"),
+            bind("", "S_1"),
+            describe_portal(),
+            execute(0),
+            sync(),
+        ]);
+        assert_eq!(u.len(), 2, "{u:?}");
+        assert!(
+            matches!(u[0].steps.first(), Some(Step::Parse { statement, .. }) if statement == "S_1")
+        );
+        assert!(u[0].answer_shared && u[0].results.is_empty());
+        assert!(u[1].shadow && u[1].shares_answer);
+        assert!(
+            matches!(u[1].steps.first(), Some(Step::Bind { statement, .. }) if statement == "S_1")
+        );
+        // Later executions are samples of their own.
+        let mut b = Builder {
+            shadow_rate: 1.0,
+            ..Builder::default()
+        };
+        let mut out = Vec::new();
+        for fr in [
+            parse("S_1", "SELECT v FROM t WHERE id = $1"),
+            sync(),
+            bind("", "S_1"),
+            execute(0),
+            sync(),
+        ] {
+            b.push(fr[0], &fr, &mut out);
+        }
+        assert!(matches!(out.last(), Some(Item::Unit(u)) if u.shadow && !u.shares_answer));
+    }
+
+    #[test]
+    fn reads_before_or_between_writes_of_a_batch_are_not_sampled() {
+        for frames in [
+            vec![
+                parse("", "SELECT v FROM t WHERE id = $1"),
+                bind("", ""),
+                execute(0),
+                parse("", "INSERT INTO t VALUES (1)"),
+                bind("", ""),
+                execute(0),
+                sync(),
+            ],
+            vec![
+                parse("", "INSERT INTO t VALUES (1)"),
+                bind("", ""),
+                execute(0),
+                parse("", "SELECT v FROM t WHERE id = $1"),
+                bind("", ""),
+                execute(0),
+                parse("", "UPDATE t SET v = 2"),
+                bind("", ""),
+                execute(0),
+                sync(),
+            ],
+        ] {
+            let u = units(&frames);
+            assert_eq!(u.len(), 1, "{u:?}");
+            assert!(!u[0].shadow && !u[0].answer_shared);
+        }
+    }
+
+    #[test]
+    fn a_row_limited_read_after_a_write_is_not_sampled() {
+        let u = units(&[
+            parse("", "BEGIN"),
+            bind("", ""),
+            execute(0),
+            parse("", "SELECT v FROM t"),
+            bind("", ""),
+            execute(7),
+            sync(),
+        ]);
+        assert_eq!(u.len(), 1, "{u:?}");
+        assert!(!u[0].answer_shared);
+    }
 }

@@ -83,7 +83,12 @@ with psycopg.connect(conninfo()) as conn:
         with conn.cursor() as cur:
             cur.execute("UPDATE drv_psycopg SET flag = NOT flag WHERE id <= %s", (10,))
             cur.execute("SELECT count(*) FROM drv_psycopg WHERE flag")
+            # Fetching inside the pipeline sends Flush: the answers arrive before the Sync.
             say("pipeline count", cur.fetchone())
+            cur.execute("UPDATE drv_psycopg SET amount = amount + 1 WHERE id IN (%s, %s) RETURNING id, amount",
+                        (11, 12))
+            say("pipeline returning", sorted(cur.fetchall()))
+            cur.execute("SELECT sum(amount) FROM drv_psycopg WHERE id <= %s", (12,))
     conn.commit()
 
     # Rollback to a savepoint, then a whole transaction rolled back.

@@ -157,5 +157,21 @@ async fn node_postgres_sees_no_difference() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jdbc_sees_no_difference() {
-    no_difference(Driver::Jdbc, "drv_jdbc").await;
+    let d = no_difference(Driver::Jdbc, "drv_jdbc").await;
+    // Every execution of the prepared read was compared, though pgjdbc sent the first one with
+    // the transaction's BEGIN and the third with the Parse that made it a named statement.
+    let shadow: serde_json::Value =
+        serde_json::from_str(&d.proxy.admin_get("/shadow").await).expect("shadow is JSON");
+    let read = shadow["statements"]
+        .as_array()
+        .and_then(|s| {
+            s.iter().find(|s| {
+                s["statement"]
+                    == "SELECT id, name, amount, at, data, tags, doc, flag FROM drv_jdbc WHERE id = $1"
+            })
+        })
+        .unwrap_or_else(|| panic!("the prepared read was not shadowed: {shadow}"));
+    assert_eq!(read["executions"], 6, "{read}");
+    assert_eq!(shadow["skipped"], 0, "{shadow}");
+    assert_eq!(shadow["dropped"], 0, "{shadow}");
 }
