@@ -37,7 +37,7 @@ chmod -R a+rX "$PG18_DIR"
 CLIENTS_DIR=${DW_CLIENTS_DIR:-/opt/dualwrite-clients}
 if [ ! -d "$CLIENTS_DIR/python/psycopg" ]; then
   echo "setup: installing psycopg 3 into $CLIENTS_DIR/python" >&2
-  python3 -m pip install --quiet --disable-pip-version-check --target "$CLIENTS_DIR/python" "psycopg[binary]>=3.1,<4"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$CLIENTS_DIR/python" "psycopg[binary]>=3.1,<4"
 fi
 if [ ! -d "$CLIENTS_DIR/node/node_modules/pg" ]; then
   echo "setup: installing node-postgres into $CLIENTS_DIR/node" >&2
