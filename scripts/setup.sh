@@ -33,11 +33,13 @@ fi
 chmod -R a+rX "$PG18_DIR"
 
 # Client drivers the tests run through the proxy besides psql, pgbench and tokio-postgres:
-# psycopg 3 (libpq) from PyPI, node-postgres from npm, pgjdbc from Debian (Java is on the machine).
+# psycopg 3 (libpq) and asyncpg from PyPI, node-postgres from npm, pgjdbc from Debian (Java is
+# on the machine).
 CLIENTS_DIR=${DW_CLIENTS_DIR:-/opt/dualwrite-clients}
-if [ ! -d "$CLIENTS_DIR/python/psycopg" ]; then
-  echo "setup: installing psycopg 3 into $CLIENTS_DIR/python" >&2
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$CLIENTS_DIR/python" "psycopg[binary]>=3.1,<4"
+if [ ! -d "$CLIENTS_DIR/python/psycopg" ] || [ ! -d "$CLIENTS_DIR/python/asyncpg" ]; then
+  echo "setup: installing psycopg 3 and asyncpg into $CLIENTS_DIR/python" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$CLIENTS_DIR/python" \
+    "psycopg[binary]>=3.1,<4" "asyncpg>=0.29,<1"
 fi
 if [ ! -d "$CLIENTS_DIR/node/node_modules/pg" ]; then
   echo "setup: installing node-postgres into $CLIENTS_DIR/node" >&2

@@ -63,6 +63,10 @@ pub struct Classification {
     /// `PREPARE`, `DEALLOCATE`, `LISTEN`, `UNLISTEN`, `LOAD`, `DECLARE ... WITH HOLD`,
     /// `CREATE TEMP ...`, `SELECT ... INTO TEMP ...`.
     pub session_state: bool,
+    /// A shadow sample can run it on its own and compare its answer: false when a statement is
+    /// a COPY (its data is streamed, not digested) or works on a cursor (DECLARE, FETCH, MOVE,
+    /// CLOSE: a cursor lives only in the primary's session).
+    pub shadowable: bool,
     /// Tables written, normalized: unquoted identifiers lower-cased, quoted ones verbatim,
     /// `schema.table` when qualified. Deduplicated, in order of appearance.
     pub tables: Vec<String>,
@@ -89,6 +93,7 @@ pub fn classify(sql: &str) -> Classification {
         seen_tables: HashSet::new(),
         session_state: false,
         copy_from_stdin: false,
+        unshadowable: false,
         nesting: 0,
     };
 
@@ -147,6 +152,7 @@ pub fn classify(sql: &str) -> Classification {
         tx,
         copy_from_stdin: an.copy_from_stdin,
         session_state: an.session_state,
+        shadowable: !an.unshadowable,
         tables: an.tables,
         nondeterministic: nondeterministic_calls(sql, toks),
     }
@@ -509,6 +515,8 @@ struct Analyzer<'a> {
     seen_tables: HashSet<String>,
     session_state: bool,
     copy_from_stdin: bool,
+    /// A statement is a COPY or works on a cursor (see `Classification::shadowable`).
+    unshadowable: bool,
     /// Statements being classified inside one another (EXPLAIN ANALYZE, COPY, DECLARE).
     nesting: u32,
 }
@@ -601,6 +609,7 @@ impl<'a> Analyzer<'a> {
                 self.query(p, hi)
             }
             "show" | "fetch" | "move" | "close" => {
+                self.unshadowable |= kw != "show";
                 if self.toks[p..hi].iter().any(|t| t.k == K::Semi) {
                     Both
                 } else {
@@ -612,8 +621,14 @@ impl<'a> Analyzer<'a> {
                 self.truncate(next, hi);
                 Both
             }
-            "copy" => self.copy(next, hi),
-            "declare" => self.declare(next, hi),
+            "copy" | "declare" => {
+                self.unshadowable = true;
+                if kw == "copy" {
+                    self.copy(next, hi)
+                } else {
+                    self.declare(next, hi)
+                }
+            }
             "set" | "reset" | "discard" | "prepare" | "deallocate" | "listen" | "unlisten"
             | "load" => {
                 self.session_state = true;
@@ -2156,6 +2171,29 @@ mod tests {
             CASES.len(),
             failures.join("\n")
         );
+    }
+
+    #[test]
+    fn copies_and_cursor_statements_are_not_shadowable() {
+        for sql in [
+            "COPY t TO STDOUT",
+            "/* report */ copy (SELECT 1) TO STDOUT",
+            "DECLARE c CURSOR FOR SELECT * FROM t",
+            "FETCH FORWARD 10 FROM c",
+            "MOVE FORWARD $1 __asyncpg_portal_8__",
+            "CLOSE c",
+            "SELECT 1; FETCH 1 FROM c",
+        ] {
+            assert!(!classify(sql).shadowable, "{sql}");
+        }
+        for sql in [
+            "SELECT * FROM t WHERE id = $1",
+            "SHOW work_mem",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "SELECT 'FETCH 1 FROM c'",
+        ] {
+            assert!(classify(sql).shadowable, "{sql}");
+        }
     }
 
     #[test]

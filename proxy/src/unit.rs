@@ -199,7 +199,7 @@ impl Builder {
                     unit.copy_in = class.copy_from_stdin;
                     self.in_copy = class.copy_from_stdin;
                     out.push(Item::Unit(unit));
-                } else if class.statements > 0 && !is_copy(&text) && self.sample() {
+                } else if class.statements > 0 && class.shadowable && self.sample() {
                     out.push(Item::Unit(Unit {
                         steps: vec![Step::Raw(frame.clone())],
                         results: (0..class.statements).collect(),
@@ -297,7 +297,7 @@ impl Builder {
                 let index = self.executes;
                 self.executes += 1;
                 if !matches!(self.portals.get(&portal), Some(Some(_))) {
-                    self.shadow_execute(&portal, body, frame, index);
+                    self.shadow_execute(&portal, frame, index);
                 }
                 if let Some(Some(stmt)) = self.portals.get(&portal) {
                     let copy_in = self
@@ -438,7 +438,7 @@ impl Builder {
             return;
         }
         match read {
-            Some(s) if portal.is_empty() && !s.class.copy_from_stdin && !is_copy(&s.text) => {
+            Some(s) if portal.is_empty() && s.class.shadowable => {
                 let d = &mut self.draft;
                 if d.unit.text.is_empty() {
                     d.unit.text = s.text.chars().take(2000).collect();
@@ -457,17 +457,14 @@ impl Builder {
     }
 
     /// An Execute of a portal that stays on the primary.
-    fn shadow_execute(&mut self, portal: &str, body: &[u8], frame: &Bytes, index: usize) {
+    fn shadow_execute(&mut self, portal: &str, frame: &Bytes, index: usize) {
         let d = &mut self.draft;
         if d.picked != Some(true) || d.spoiled {
             return;
         }
-        // Only the unnamed portal bound in this batch, run to completion.
-        let max_rows = cstr(body)
-            .and_then(|(_, rest)| rest.get(..4))
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            .unwrap_or(-1);
-        if !portal.is_empty() || !d.bound || max_rows != 0 {
+        // Only the unnamed portal bound in this batch (with or without a row limit: the
+        // secondary runs the same Executes; see `shadow::compare` for suspended portals).
+        if !portal.is_empty() || !d.bound {
             d.spoiled = true;
             return;
         }
@@ -475,12 +472,6 @@ impl Builder {
         d.unit.bytes += frame.len();
         d.unit.results.push(index);
     }
-}
-
-/// COPY ... TO STDOUT streams data the shadow comparison does not digest: not sampled.
-fn is_copy(text: &str) -> bool {
-    let t = text.trim_start();
-    t.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("copy"))
 }
 
 /// A step for the secondary follows reads sampled in the same batch: those reads can't be run
@@ -519,7 +510,11 @@ mod tests {
     }
 
     fn execute(max_rows: i32) -> Bytes {
-        let mut body = vec![0u8];
+        execute_on("", max_rows)
+    }
+
+    fn execute_on(portal: &str, max_rows: i32) -> Bytes {
+        let mut body = format!("{portal}\0").into_bytes();
         body.extend_from_slice(&max_rows.to_be_bytes());
         frame(f::EXECUTE, &body)
     }
@@ -654,14 +649,25 @@ mod tests {
     }
 
     #[test]
-    fn a_row_limited_read_after_a_write_is_not_sampled() {
+    fn row_limited_reads_of_the_unnamed_portal_are_sampled_named_portals_are_not() {
+        // asyncpg's fetchrow: Execute with a row limit of 1.
+        let u = units(&[
+            parse("", "SELECT v FROM t WHERE id = $1"),
+            bind("", ""),
+            execute(1),
+            sync(),
+        ]);
+        assert_eq!(u.len(), 1, "{u:?}");
+        assert!(u[0].shadow);
+        assert_eq!(u[0].results, vec![0]);
+        // A named portal (a cursor fetched in pieces across batches) stays on the primary.
         let u = units(&[
             parse("", "BEGIN"),
             bind("", ""),
             execute(0),
             parse("", "SELECT v FROM t"),
-            bind("", ""),
-            execute(7),
+            bind("c1", ""),
+            execute_on("c1", 7),
             sync(),
         ]);
         assert_eq!(u.len(), 1, "{u:?}");

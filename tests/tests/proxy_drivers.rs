@@ -1,5 +1,5 @@
-//! Client drivers other than tokio-postgres through the proxy: psycopg 3 (libpq), node-postgres
-//! and pgjdbc, each running a small application (`tests/clients/`) that prints a transcript of
+//! Client drivers other than tokio-postgres through the proxy: psycopg 3 (libpq), asyncpg,
+//! node-postgres and pgjdbc, each running a small application (`tests/clients/`) that prints a transcript of
 //! everything it saw. The application runs once directly against PostgreSQL and once through
 //! the proxy in dual-write mode with every read shadowed: the transcripts must be identical
 //! (the application cannot tell the difference), the table must be identical on source and
@@ -17,6 +17,7 @@ use dualwrite_tests::proxy::{DualWrite, APP_PASSWORD, APP_USER};
 #[derive(Clone, Copy, Debug)]
 enum Driver {
     Psycopg,
+    Asyncpg,
     NodePostgres,
     Jdbc,
 }
@@ -42,15 +43,29 @@ fn require(path: PathBuf, what: &str) -> PathBuf {
     path
 }
 
+/// `python3 APP` with the drivers' directory on its path (checking `package` is there).
+fn python(package: &str, what: &str, script: &str) -> tokio::process::Command {
+    let lib = clients_dir().join("python");
+    require(lib.join(package), what);
+    let mut c = tokio::process::Command::new("python3");
+    c.arg(app(script)).env("PYTHONPATH", lib);
+    c
+}
+
+/// How many executions of `statement` the shadow report compared (0 when absent).
+fn executions(shadow: &serde_json::Value, statement: &str) -> u64 {
+    shadow["statements"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["statement"] == statement))
+        .and_then(|s| s["executions"].as_u64())
+        .unwrap_or(0)
+}
+
 impl Driver {
     fn command(self) -> tokio::process::Command {
         match self {
-            Driver::Psycopg => {
-                let lib = require(clients_dir().join("python"), "psycopg 3");
-                let mut c = tokio::process::Command::new("python3");
-                c.arg(app("psycopg_app.py")).env("PYTHONPATH", lib);
-                c
-            }
+            Driver::Psycopg => python("psycopg", "psycopg 3", "psycopg_app.py"),
+            Driver::Asyncpg => python("asyncpg", "asyncpg", "asyncpg_app.py"),
             Driver::NodePostgres => {
                 let lib = require(clients_dir().join("node/node_modules"), "node-postgres");
                 let mut c = tokio::process::Command::new("node");
@@ -151,6 +166,22 @@ async fn psycopg_sees_no_difference() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_sees_no_difference() {
+    let d = no_difference(Driver::Asyncpg, "drv_asyncpg").await;
+    // asyncpg's fetchrow is an Execute with a row limit of 1: each one was compared.
+    let shadow: serde_json::Value =
+        serde_json::from_str(&d.proxy.admin_get("/shadow").await).expect("shadow is JSON");
+    assert_eq!(
+        executions(
+            &shadow,
+            "SELECT id, name, amount, at, data, tags, doc, flag FROM drv_asyncpg WHERE id = $1"
+        ),
+        4,
+        "{shadow}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres_sees_no_difference() {
     no_difference(Driver::NodePostgres, "drv_node").await;
 }
@@ -162,16 +193,14 @@ async fn jdbc_sees_no_difference() {
     // the transaction's BEGIN and the third with the Parse that made it a named statement.
     let shadow: serde_json::Value =
         serde_json::from_str(&d.proxy.admin_get("/shadow").await).expect("shadow is JSON");
-    let read = shadow["statements"]
-        .as_array()
-        .and_then(|s| {
-            s.iter().find(|s| {
-                s["statement"]
-                    == "SELECT id, name, amount, at, data, tags, doc, flag FROM drv_jdbc WHERE id = $1"
-            })
-        })
-        .unwrap_or_else(|| panic!("the prepared read was not shadowed: {shadow}"));
-    assert_eq!(read["executions"], 6, "{read}");
+    assert_eq!(
+        executions(
+            &shadow,
+            "SELECT id, name, amount, at, data, tags, doc, flag FROM drv_jdbc WHERE id = $1"
+        ),
+        6,
+        "{shadow}"
+    );
     assert_eq!(shadow["skipped"], 0, "{shadow}");
     assert_eq!(shadow["dropped"], 0, "{shadow}");
 }
