@@ -230,3 +230,72 @@ async fn forced_cutover_replays_the_journal_to_the_side_that_missed_it() {
     d.assert_same("SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
         .await;
 }
+
+/// A session's state lives on both backend sessions, so it is all there after a flip: SET
+/// parameters, a temporary table and its rows, a SQL-level PREPARE and protocol-level prepared
+/// statements (a write and a read), there and back again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_survives_the_flip_and_back() {
+    let d = DualWrite::start().await;
+    d.both("CREATE TABLE t (id int PRIMARY KEY, v text); GRANT ALL ON t TO app");
+    let c = d.client().await;
+    c.batch_execute(
+        "SET search_path = public; SET TIME ZONE 'Asia/Kolkata'; SET application_name = 'flipper';
+         CREATE TEMP TABLE scratch (k int, note text); INSERT INTO scratch VALUES (0, 'before');
+         PREPARE bump(int) AS INSERT INTO t VALUES ($1, 'prepared')",
+    )
+    .await
+    .unwrap();
+    let ins = c.prepare("INSERT INTO t VALUES ($1, $2)").await.unwrap();
+    let count = c.prepare("SELECT count(*) FROM t").await.unwrap();
+    c.execute(&ins, &[&0i32, &"before"]).await.unwrap();
+    let mut notes = vec!["before".to_string()];
+    let mut rows = 1i64;
+    for (n, to, port) in [
+        (1i32, "target", d.target.port),
+        (2, "source", d.source.port),
+    ] {
+        let (code, body) = d
+            .proxy
+            .admin_post("/cutover", &format!(r#"{{"to": "{to}"}}"#))
+            .await;
+        assert_eq!(code, 200, "{body}");
+        let s = c
+            .query_one(
+                "SELECT current_setting('port'), current_setting('TimeZone'),
+                        current_setting('application_name'), current_setting('search_path')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let got: Vec<String> = (0..4).map(|i| s.get(i)).collect();
+        assert_eq!(
+            got,
+            [&port.to_string(), "Asia/Kolkata", "flipper", "public"],
+            "after the flip to the {to}"
+        );
+        c.execute("INSERT INTO scratch VALUES ($1, $2)", &[&n, &to])
+            .await
+            .unwrap();
+        notes.push(to.to_string());
+        let seen: Vec<String> = c
+            .query("SELECT note FROM scratch ORDER BY k", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(seen, notes, "the temporary table on the {to}");
+        c.batch_execute(&format!("EXECUTE bump({})", 100 + n))
+            .await
+            .unwrap();
+        c.execute(&ins, &[&n, &to]).await.unwrap();
+        rows += 2;
+        let counted: i64 = c.query_one(&count, &[]).await.unwrap().get(0);
+        assert_eq!(counted, rows, "rows seen on the {to}");
+    }
+    d.assert_same("SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t")
+        .await;
+    let status = d.status().await;
+    assert_eq!(status["dual_write"]["journal"]["records"], 0, "{status}");
+}
