@@ -3,7 +3,8 @@
 // PostgreSQL: it prints a transcript of everything it saw, and the two must be identical.
 //
 // Run as a single source file: java -cp postgresql.jar tests/clients/JdbcApp.java
-// Connection from the environment: DW_HOST, DW_PORT, DW_USER, DW_PASSWORD, DW_DB.
+// Connection from the environment: DW_HOST, DW_PORT, DW_USER, DW_PASSWORD, DW_DB, and
+// DW_SSLROOTCERT for TLS with the certificate and name verified.
 // Exercises what pgjdbc does on the wire: statements turned into named server-side prepared
 // statements after prepareThreshold executions (with binary transfer), executeBatch (many
 // Bind/Execute before one Sync), generated keys (RETURNING), fetch size (portals executed with
@@ -41,7 +42,14 @@ public class JdbcApp {
         Properties p = new Properties();
         p.setProperty("user", System.getenv("DW_USER"));
         p.setProperty("password", System.getenv("DW_PASSWORD"));
-        p.setProperty("sslmode", "disable");
+        // DW_SSLROOTCERT: TLS, verifying the server's certificate and name against it.
+        String root = System.getenv("DW_SSLROOTCERT");
+        if (root != null) {
+            p.setProperty("sslmode", "verify-full");
+            p.setProperty("sslrootcert", root);
+        } else {
+            p.setProperty("sslmode", "disable");
+        }
         p.setProperty("ApplicationName", "jdbc-app");
         p.setProperty("prepareThreshold", "3");
         return DriverManager.getConnection(url, p);

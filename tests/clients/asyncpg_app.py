@@ -2,7 +2,8 @@
 throughout), run by tests/tests/proxy_drivers.rs once through dualwrite-proxy and once directly
 against PostgreSQL: it prints a transcript of everything it saw, and the two must be identical.
 
-Connection from the environment: DW_HOST, DW_PORT, DW_USER, DW_PASSWORD, DW_DB.
+Connection from the environment: DW_HOST, DW_PORT, DW_USER, DW_PASSWORD, DW_DB, and
+DW_SSLROOTCERT for TLS with the certificate and name verified.
 Exercises what asyncpg does on the wire: every query a named prepared statement from its
 statement cache (Parse and Describe once, then Bind/Execute in binary), executemany pipelined,
 explicit prepared statements, cursors (named portals fetched in pieces inside a transaction),
@@ -15,6 +16,7 @@ import decimal
 import io
 import json
 import os
+import ssl
 import sys
 
 import asyncpg
@@ -27,13 +29,15 @@ def say(*parts):
 
 
 async def connect():
+    # DW_SSLROOTCERT: connect over TLS, verifying the server's certificate and name against it.
+    root = os.environ.get("DW_SSLROOTCERT")
     return await asyncpg.connect(
         host=os.environ["DW_HOST"],
         port=int(os.environ["DW_PORT"]),
         user=os.environ["DW_USER"],
         password=os.environ["DW_PASSWORD"],
         database=os.environ["DW_DB"],
-        ssl=False,
+        ssl=ssl.create_default_context(cafile=root) if root else False,
         server_settings={"application_name": "asyncpg-app"},
     )
 

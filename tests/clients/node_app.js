@@ -2,12 +2,14 @@
 // run by tests/tests/proxy_drivers.rs once through dualwrite-proxy and once directly against
 // PostgreSQL: it prints a transcript of everything it saw, and the two must be identical.
 //
-// Connection from the environment: DW_HOST, DW_PORT, DW_USER, DW_PASSWORD, DW_DB.
+// Connection from the environment: DW_HOST, DW_PORT, DW_USER, DW_PASSWORD, DW_DB, and
+// DW_SSLROOTCERT for TLS with the certificate and name verified.
 // Exercises unnamed and named prepared statements (Parse/Bind/Describe/Execute/Sync per
 // query), typed parameters and results, multi-statement simple queries, array row mode,
 // transactions with savepoints and rollback, errors with their fields (inside and outside a
 // transaction), RETURNING, and LISTEN/NOTIFY.
 'use strict';
+const fs = require('fs');
 const { Client } = require('pg');
 
 const out = [];
@@ -21,6 +23,8 @@ function connect() {
     password: process.env.DW_PASSWORD,
     database: process.env.DW_DB,
     application_name: 'node-app',
+    // DW_SSLROOTCERT: TLS, verifying the server's certificate and name against it.
+    ssl: process.env.DW_SSLROOTCERT ? { ca: fs.readFileSync(process.env.DW_SSLROOTCERT) } : false,
   });
 }
 

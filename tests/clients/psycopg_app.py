@@ -2,7 +2,8 @@
 once through dualwrite-proxy and once directly against PostgreSQL: it prints a transcript of
 everything it saw, and the two transcripts must be identical.
 
-Connection from the environment: DW_HOST, DW_PORT, DW_USER, DW_PASSWORD, DW_DB.
+Connection from the environment: DW_HOST, DW_PORT, DW_USER, DW_PASSWORD, DW_DB, and
+DW_SSLROOTCERT for TLS with verify-full.
 Exercises libpq's pipeline mode (explicit and through executemany), server-side prepared
 statements, binary results, named cursors (DECLARE/FETCH), COPY in and out, errors with their
 SQLSTATE, transaction rollback and savepoints, and LISTEN/NOTIFY.
@@ -23,14 +24,17 @@ def say(*parts):
 
 
 def conninfo():
+    # DW_SSLROOTCERT: connect over TLS, verifying the server's certificate and name against it.
+    root = os.environ.get("DW_SSLROOTCERT")
+    tls = {"sslmode": "verify-full", "sslrootcert": root} if root else {"sslmode": "disable"}
     return psycopg.conninfo.make_conninfo(
         host=os.environ["DW_HOST"],
         port=os.environ["DW_PORT"],
         user=os.environ["DW_USER"],
         password=os.environ["DW_PASSWORD"],
         dbname=os.environ["DW_DB"],
-        sslmode="disable",
         application_name="psycopg-app",
+        **tls,
     )
 
 

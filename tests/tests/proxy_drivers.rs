@@ -8,10 +8,11 @@
 //! The drivers are installed by `scripts/setup.sh` (under `/opt/dualwrite-clients`, or
 //! `DW_CLIENTS_DIR`); a missing one fails the test with that hint.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use dualwrite_tests::certs::TestCerts;
 use dualwrite_tests::proxy::{DualWrite, APP_PASSWORD, APP_USER};
 
 #[derive(Clone, Copy, Debug)]
@@ -84,9 +85,13 @@ impl Driver {
         }
     }
 
-    /// Run the application against `port`/`db`; its transcript (stdout).
-    async fn run(self, port: u16, db: &str) -> String {
+    /// Run the application against `port`/`db` (over TLS verified against `root_cert` when
+    /// given); its transcript (stdout).
+    async fn run(self, port: u16, db: &str, root_cert: Option<&Path>) -> String {
         let mut c = self.command();
+        if let Some(root) = root_cert {
+            c.env("DW_SSLROOTCERT", root);
+        }
         c.env("DW_HOST", "127.0.0.1")
             .env("DW_PORT", port.to_string())
             .env("DW_USER", APP_USER)
@@ -123,12 +128,32 @@ fn first_difference(a: &str, b: &str) -> String {
     )
 }
 
-async fn no_difference(driver: Driver, table: &str) -> DualWrite {
-    let d = DualWrite::start_with("shadow_reads = 1.0", "").await;
+/// Run the driver's application directly against the source and through the proxy (requiring
+/// TLS from clients when `tls`, the application verifying the proxy's certificate and name),
+/// and check that nothing differs.
+async fn no_difference(driver: Driver, table: &str, tls: bool) -> DualWrite {
+    let certs = tls.then(|| TestCerts::new(&["127.0.0.1"]));
+    let tls_section = certs
+        .as_ref()
+        .map(|c| {
+            format!(
+                "[tls]\nmode = \"require\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                c.cert().display(),
+                c.key().display()
+            )
+        })
+        .unwrap_or_default();
+    let d = DualWrite::start_with("shadow_reads = 1.0", &tls_section).await;
     d.source
         .psql("postgres", "CREATE DATABASE direct OWNER app");
-    let direct = driver.run(d.source.port, "direct").await;
-    let through = driver.run(d.proxy.port(), "app").await;
+    let direct = driver.run(d.source.port, "direct", None).await;
+    let through = driver
+        .run(
+            d.proxy.port(),
+            "app",
+            certs.as_ref().map(|c| c.ca()).as_deref(),
+        )
+        .await;
     assert!(
         direct.lines().count() > 50,
         "{driver:?} transcript too short:\n{direct}"
@@ -162,12 +187,12 @@ async fn no_difference(driver: Driver, table: &str) -> DualWrite {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_sees_no_difference() {
-    no_difference(Driver::Psycopg, "drv_psycopg").await;
+    no_difference(Driver::Psycopg, "drv_psycopg", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_sees_no_difference() {
-    let d = no_difference(Driver::Asyncpg, "drv_asyncpg").await;
+    let d = no_difference(Driver::Asyncpg, "drv_asyncpg", false).await;
     // asyncpg's fetchrow is an Execute with a row limit of 1: each one was compared.
     let shadow: serde_json::Value =
         serde_json::from_str(&d.proxy.admin_get("/shadow").await).expect("shadow is JSON");
@@ -183,12 +208,12 @@ async fn asyncpg_sees_no_difference() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres_sees_no_difference() {
-    no_difference(Driver::NodePostgres, "drv_node").await;
+    no_difference(Driver::NodePostgres, "drv_node", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jdbc_sees_no_difference() {
-    let d = no_difference(Driver::Jdbc, "drv_jdbc").await;
+    let d = no_difference(Driver::Jdbc, "drv_jdbc", false).await;
     // Every execution of the prepared read was compared, though pgjdbc sent the first one with
     // the transaction's BEGIN and the third with the Parse that made it a named statement.
     let shadow: serde_json::Value =
@@ -203,4 +228,28 @@ async fn jdbc_sees_no_difference() {
     );
     assert_eq!(shadow["skipped"], 0, "{shadow}");
     assert_eq!(shadow["dropped"], 0, "{shadow}");
+}
+
+// The same applications through a proxy that requires TLS from its clients, each driver
+// verifying the proxy's certificate and address (libpq's, Python's, Node's and Java's TLS
+// stacks against the proxy's rustls).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_sees_no_difference_over_tls() {
+    no_difference(Driver::Psycopg, "drv_psycopg", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_sees_no_difference_over_tls() {
+    no_difference(Driver::Asyncpg, "drv_asyncpg", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_sees_no_difference_over_tls() {
+    no_difference(Driver::NodePostgres, "drv_node", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_sees_no_difference_over_tls() {
+    no_difference(Driver::Jdbc, "drv_jdbc", true).await;
 }
