@@ -621,13 +621,13 @@ impl<'a> Analyzer<'a> {
                 self.truncate(next, hi);
                 Both
             }
-            "copy" | "declare" => {
+            "copy" => {
                 self.unshadowable = true;
-                if kw == "copy" {
-                    self.copy(next, hi)
-                } else {
-                    self.declare(next, hi)
-                }
+                self.copy(next, hi)
+            }
+            "declare" => {
+                self.unshadowable = true;
+                self.declare(next, hi)
             }
             "set" | "reset" | "discard" | "prepare" | "deallocate" | "listen" | "unlisten"
             | "load" => {
