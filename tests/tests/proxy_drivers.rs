@@ -1,9 +1,10 @@
 //! Client drivers other than tokio-postgres through the proxy: psycopg 3 (libpq), asyncpg,
-//! node-postgres and pgjdbc, each running a small application (`tests/clients/`) that prints a transcript of
-//! everything it saw. The application runs once directly against PostgreSQL and once through
-//! the proxy in dual-write mode with every read shadowed: the transcripts must be identical
-//! (the application cannot tell the difference), the table must be identical on source and
-//! target, and the proxy must have journaled nothing and found no difference.
+//! node-postgres and pgjdbc, each running a small application (`tests/clients/`) that prints a
+//! transcript of everything it saw. The application runs once directly against PostgreSQL and
+//! once through the proxy in dual-write mode with every read shadowed: the transcripts must be
+//! identical (the application cannot tell the difference), the table must be identical on
+//! source and target, and the proxy must have journaled nothing and found no difference. Each
+//! runs a second time through a proxy that requires TLS, verifying its certificate and address.
 //!
 //! The drivers are installed by `scripts/setup.sh` (under `/opt/dualwrite-clients`, or
 //! `DW_CLIENTS_DIR`); a missing one fails the test with that hint.
@@ -68,7 +69,8 @@ impl Driver {
             Driver::Psycopg => python("psycopg", "psycopg 3", "psycopg_app.py"),
             Driver::Asyncpg => python("asyncpg", "asyncpg", "asyncpg_app.py"),
             Driver::NodePostgres => {
-                let lib = require(clients_dir().join("node/node_modules"), "node-postgres");
+                let lib = clients_dir().join("node/node_modules");
+                require(lib.join("pg"), "node-postgres");
                 let mut c = tokio::process::Command::new("node");
                 c.arg(app("node_app.js")).env("NODE_PATH", lib);
                 c
