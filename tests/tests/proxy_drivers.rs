@@ -132,8 +132,8 @@ fn first_difference(a: &str, b: &str) -> String {
 
 /// Run the driver's application directly against the source and through the proxy (requiring
 /// TLS from clients when `tls`, the application verifying the proxy's certificate and name),
-/// and check that nothing differs.
-async fn no_difference(driver: Driver, table: &str, tls: bool) -> DualWrite {
+/// and check that nothing differs; returns the proxy's shadow report.
+async fn no_difference(driver: Driver, table: &str, tls: bool) -> serde_json::Value {
     let certs = tls.then(|| TestCerts::new(&["127.0.0.1"]));
     let tls_section = certs
         .as_ref()
@@ -184,7 +184,7 @@ async fn no_difference(driver: Driver, table: &str, tls: bool) -> DualWrite {
         serde_json::json!([]),
         "shadow: {shadow}"
     );
-    d
+    shadow
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,10 +194,8 @@ async fn psycopg_sees_no_difference() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_sees_no_difference() {
-    let d = no_difference(Driver::Asyncpg, "drv_asyncpg", false).await;
+    let shadow = no_difference(Driver::Asyncpg, "drv_asyncpg", false).await;
     // asyncpg's fetchrow is an Execute with a row limit of 1: each one was compared.
-    let shadow: serde_json::Value =
-        serde_json::from_str(&d.proxy.admin_get("/shadow").await).expect("shadow is JSON");
     assert_eq!(
         executions(
             &shadow,
@@ -215,11 +213,9 @@ async fn node_postgres_sees_no_difference() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jdbc_sees_no_difference() {
-    let d = no_difference(Driver::Jdbc, "drv_jdbc", false).await;
+    let shadow = no_difference(Driver::Jdbc, "drv_jdbc", false).await;
     // Every execution of the prepared read was compared, though pgjdbc sent the first one with
     // the transaction's BEGIN and the third with the Parse that made it a named statement.
-    let shadow: serde_json::Value =
-        serde_json::from_str(&d.proxy.admin_get("/shadow").await).expect("shadow is JSON");
     assert_eq!(
         executions(
             &shadow,
