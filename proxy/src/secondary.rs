@@ -480,6 +480,15 @@ impl Worker {
             self.shared.shadow.skip("batch_failed");
             return true;
         }
+        if primary
+            .error()
+            .is_some_and(|(code, _)| code.starts_with("57"))
+        {
+            // The read was cancelled on the primary (by its client, statement_timeout or a
+            // shutdown): it has no answer to compare, and the target need not run it.
+            self.shared.shadow.skip("canceled");
+            return true;
+        }
         // The read sees the transaction's writes so far.
         self.flush(false).await;
         if self.lane_eligible(&primary) {

@@ -553,7 +553,7 @@ pub struct StatementReport {
 /// The report as a table, for `dualwrite-proxy shadow`.
 pub fn render(r: &ShadowReport) -> String {
     let mut out = format!(
-        "shadow reads: rate {}, {} compared, {} dropped (queue full), {} skipped (secondary detached or unreachable, or batch failed on the primary)\n",
+        "shadow reads: rate {}, {} compared, {} dropped (queue full), {} skipped (secondary detached or unreachable, or batch failed or cancelled on the primary)\n",
         r.sample_rate, r.executions, r.dropped, r.skipped
     );
     if !r.mismatches.is_empty() {

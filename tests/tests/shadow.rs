@@ -353,3 +353,31 @@ async fn a_failing_sample_costs_the_samples_sharing_its_sync_nothing() {
         "no sample shared a Sync with a failing one"
     );
 }
+
+/// A read cancelled on the primary (here by its client's cancel request) has no answer to
+/// compare: the sample is skipped, not reported as a mismatch, and the target never runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_cancelled_on_the_primary_is_skipped_not_run_on_the_target() {
+    let d = DualWrite::start_with("shadow_reads = 1.0", "").await;
+    let c = std::sync::Arc::new(d.client().await);
+    let token = c.cancel_token();
+    let slow = {
+        let c = c.clone();
+        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let err = slow.await.unwrap().unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "57014", "{err}");
+    // The next read is compared as usual, after the cancelled one was dealt with.
+    c.simple_query("SELECT 1").await.unwrap();
+    let r = settled(&d, 1).await;
+    assert_eq!(r.executions, 1, "{r:#?}");
+    assert_eq!(r.skipped, 1, "{r:#?}");
+    assert!(r.mismatches.is_empty(), "{r:#?}");
+    let sleeping = d.target.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'",
+    );
+    assert_eq!(sleeping.trim(), "0", "the target ran the cancelled read");
+}
