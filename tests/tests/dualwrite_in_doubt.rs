@@ -9,8 +9,11 @@ use std::time::Duration;
 use dualwrite_tests::faults::CutRelay;
 use dualwrite_tests::proxy::DualWrite;
 
+/// Wait for the secondary to re-attach. The proxy retries a failed replay with a backoff that
+/// doubles up to 30 s (a replay can itself meet the relay's cut, or a target still
+/// restarting), so the wait covers more than two of the longest pauses.
 async fn wait_attached(d: &DualWrite) -> serde_json::Value {
-    for _ in 0..300 {
+    for _ in 0..750 {
         let s = d.status().await;
         if s["dual_write"]["secondary_attached"] == true {
             return s;
