@@ -12,6 +12,9 @@ command -v pgbouncer >/dev/null 2>&1 || need_apt+=(pgbouncer)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v runuser >/dev/null 2>&1 || need_apt+=(util-linux)
+# The network-partition tests drop a port's packets with iptables and read sockets with ss.
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -41,6 +41,14 @@ pub fn pg_config(url: &PgUrl, application_name: &str) -> tokio_postgres::Config 
     if let Some(p) = &url.password {
         cfg.password(p.expose());
     }
+    let live = &url.liveness;
+    cfg.keepalives(live.keepalives)
+        .keepalives_idle(live.idle)
+        .keepalives_interval(live.interval)
+        .keepalives_retries(live.count);
+    if let Some(t) = live.user_timeout {
+        cfg.tcp_user_timeout(t);
+    }
     cfg
 }
 

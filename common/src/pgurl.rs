@@ -73,6 +73,38 @@ pub struct PgUrl {
     pub sslkey: Option<PathBuf>,
     pub application_name: Option<String>,
     pub connect_timeout: Option<std::time::Duration>,
+    /// How a silent server is noticed (libpq's `keepalives*` and `tcp_user_timeout`).
+    pub liveness: Liveness,
+}
+
+/// TCP settings that make a connection to a server that went silent (host down, network cut,
+/// packets dropped without a reset) fail instead of waiting for ever: keepalive probes while
+/// waiting for an answer, and `TCP_USER_TIMEOUT` for data the server never acknowledges.
+/// Set from libpq's URL parameters `keepalives`, `keepalives_idle`, `keepalives_interval`,
+/// `keepalives_count` (seconds, seconds, count) and `tcp_user_timeout` (milliseconds, 0 = the
+/// system's default). The defaults give up on a silent server after about 30 s; the system's
+/// own (libpq's defaults) take two hours to probe an idle connection and about 15 minutes to
+/// give up on unacknowledged data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    pub keepalives: bool,
+    pub idle: std::time::Duration,
+    pub interval: std::time::Duration,
+    pub count: u32,
+    /// `None`: the system's default.
+    pub user_timeout: Option<std::time::Duration>,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            keepalives: true,
+            idle: std::time::Duration::from_secs(15),
+            interval: std::time::Duration::from_secs(5),
+            count: 3,
+            user_timeout: Some(std::time::Duration::from_secs(30)),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +163,7 @@ impl FromStr for PgUrl {
             sslkey: None,
             application_name: None,
             connect_timeout: None,
+            liveness: Liveness::default(),
         };
         for (key, value) in url.query_pairs() {
             let value = value.into_owned();
@@ -156,6 +189,35 @@ impl FromStr for PgUrl {
                         .map_err(|_| UrlError::Invalid(format!("bad connect_timeout {value:?}")))?;
                     parsed.connect_timeout = Some(std::time::Duration::from_secs(secs));
                 }
+                "keepalives" => {
+                    parsed.liveness.keepalives = match value.as_str() {
+                        "1" => true,
+                        "0" => false,
+                        _ => {
+                            return Err(UrlError::Invalid(format!(
+                                "bad keepalives {value:?} (0 or 1)"
+                            )))
+                        }
+                    }
+                }
+                "keepalives_idle" => {
+                    parsed.liveness.idle = std::time::Duration::from_secs(positive(&key, &value)?)
+                }
+                "keepalives_interval" => {
+                    parsed.liveness.interval =
+                        std::time::Duration::from_secs(positive(&key, &value)?)
+                }
+                "keepalives_count" => {
+                    parsed.liveness.count = u32::try_from(positive(&key, &value)?)
+                        .map_err(|_| UrlError::Invalid(format!("bad keepalives_count {value:?}")))?
+                }
+                "tcp_user_timeout" => {
+                    let ms: u64 = value.parse().map_err(|_| {
+                        UrlError::Invalid(format!("bad tcp_user_timeout {value:?} (milliseconds)"))
+                    })?;
+                    parsed.liveness.user_timeout =
+                        (ms > 0).then(|| std::time::Duration::from_millis(ms));
+                }
                 // Accepted by libpq and harmless to ignore here.
                 "sslnegotiation" | "target_session_attrs" | "gssencmode" | "channel_binding" => {}
                 other => {
@@ -169,6 +231,16 @@ impl FromStr for PgUrl {
         parsed.port = port;
         parsed.dbname = dbname;
         Ok(parsed)
+    }
+}
+
+/// A whole number of at least 1 for URL parameter `key`.
+fn positive(key: &str, value: &str) -> Result<u64, UrlError> {
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(UrlError::Invalid(format!(
+            "bad {key} {value:?} (a whole number, at least 1)"
+        ))),
     }
 }
 
@@ -268,6 +340,7 @@ impl fmt::Debug for PgUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn parses_full_url() {
@@ -286,6 +359,43 @@ mod tests {
             !shown.contains("s@cret") && !shown.contains("s%40cret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn liveness_parameters() {
+        let u: PgUrl = "postgres://u@h/db".parse().unwrap();
+        assert_eq!(u.liveness, Liveness::default());
+        let u: PgUrl = "postgres://u@h/db?keepalives_idle=2&keepalives_interval=3&keepalives_count=4&tcp_user_timeout=1500"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            u.liveness,
+            Liveness {
+                keepalives: true,
+                idle: Duration::from_secs(2),
+                interval: Duration::from_secs(3),
+                count: 4,
+                user_timeout: Some(Duration::from_millis(1500)),
+            }
+        );
+        let u: PgUrl = "postgres://u@h/db?keepalives=0&tcp_user_timeout=0"
+            .parse()
+            .unwrap();
+        assert!(!u.liveness.keepalives);
+        assert_eq!(u.liveness.user_timeout, None);
+        for bad in [
+            "keepalives=yes",
+            "keepalives_idle=0",
+            "keepalives_interval=-1",
+            "keepalives_count=x",
+            "tcp_user_timeout=1s",
+        ] {
+            let err = format!("postgres://u@h/db?{bad}")
+                .parse::<PgUrl>()
+                .unwrap_err();
+            let name = bad.split('=').next().unwrap();
+            assert!(err.to_string().contains(name), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `sslmode`, startup, authentication, and the greeting up to the first ReadyForQuery.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use dualwrite_common::pgurl::Host;
+use dualwrite_common::pgurl::{Host, Liveness};
 use dualwrite_common::Secret;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -98,6 +98,21 @@ impl BackendError {
     }
 }
 
+/// Keepalive probes and `TCP_USER_TIMEOUT` on a backend socket, so that a server that went
+/// silent (host down, packets dropped) fails the connection instead of holding it for ever.
+fn set_liveness(s: &TcpStream, live: &Liveness) -> std::io::Result<()> {
+    let sock = socket2::SockRef::from(s);
+    if live.keepalives {
+        sock.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(live.idle)
+                .with_interval(live.interval)
+                .with_retries(live.count),
+        )?;
+    }
+    sock.set_tcp_user_timeout(live.user_timeout)
+}
+
 /// A connected transport, before startup.
 async fn transport(
     backend: &Backend,
@@ -111,6 +126,7 @@ async fn transport(
             Host::Tcp(host) => {
                 let s = TcpStream::connect((host.as_str(), url.port)).await?;
                 s.set_nodelay(true)?;
+                set_liveness(&s, &url.liveness)?;
                 Ok::<_, std::io::Error>(Stream::Tcp(s))
             }
             Host::Unix(dir) => {

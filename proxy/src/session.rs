@@ -63,12 +63,24 @@ pub async fn read_message(
     }
 }
 
+/// Idle time before a silent client is probed.
+const CLIENT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
 /// Entry point for an accepted connection.
 pub async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, id: u64) {
     let span = tracing::info_span!("session", id, %peer, user = tracing::field::Empty);
     async move {
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "set_nodelay");
+        }
+        // A client whose host vanished (no FIN, no reset) is noticed after about two minutes,
+        // so its backend sessions close and an open transaction of it cannot hold a cutover.
+        let probes = socket2::TcpKeepalive::new()
+            .with_time(CLIENT_KEEPALIVE_IDLE)
+            .with_interval(Duration::from_secs(10))
+            .with_retries(6);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&probes) {
+            debug!(error = %e, "client keepalive");
         }
         run(stream, shared, id).await;
     }

@@ -146,3 +146,72 @@ fn take_armed(armed: &Mutex<Option<String>>, tag: &[u8]) -> bool {
     }
     hit
 }
+
+/// A network partition of one loopback port: every packet to or from it is dropped (no reset,
+/// no refusal), as when a host dies or a firewall starts dropping its traffic. Connections stay
+/// open and silent; a peer learns of the loss only from its own timeouts. Uses `iptables`
+/// (the process must be root); the rules are removed on drop.
+pub struct Partition {
+    port: u16,
+    active: bool,
+}
+
+impl Partition {
+    /// A partition of `127.0.0.1:port`, not yet in force.
+    pub fn of(port: u16) -> Partition {
+        Partition {
+            port,
+            active: false,
+        }
+    }
+
+    fn rules(&self) -> [Vec<String>; 2] {
+        let port = self.port.to_string();
+        let rule = |dir: &str| -> Vec<String> {
+            ["-p", "tcp", "-d", "127.0.0.1", dir, &port, "-j", "DROP"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        [rule("--dport"), rule("--sport")]
+    }
+
+    fn iptables(op: &str, rule: &[String]) -> std::process::Output {
+        std::process::Command::new("iptables")
+            .args(["-w", "5", op, "OUTPUT"])
+            .args(rule)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run iptables (scripts/setup.sh installs it; tests run as root): {e}")
+            })
+    }
+
+    /// Start dropping the port's packets. Panics if iptables refuses.
+    pub fn cut(&mut self) {
+        for rule in self.rules() {
+            let out = Self::iptables("-A", &rule);
+            assert!(
+                out.status.success(),
+                "iptables could not add {rule:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.active = true;
+    }
+
+    /// Let the port's packets through again.
+    pub fn heal(&mut self) {
+        if self.active {
+            for rule in self.rules() {
+                Self::iptables("-D", &rule);
+            }
+            self.active = false;
+        }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.heal();
+    }
+}

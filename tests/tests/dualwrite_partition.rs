@@ -1,0 +1,198 @@
+//! The target's network goes silent in the middle of a write load: its packets are dropped, no
+//! reset, no refusal (a host that died, a firewall, a cut link). Connections to it stay open
+//! and answer nothing, so only the proxy's own timeouts can tell (TCP keepalive and
+//! `tcp_user_timeout`, libpq's URL parameters). Clients must keep writing through it: the
+//! secondary sessions give up on the silent target, journal what it misses, and once the
+//! network is back the journal is replayed and both sides are identical, non-commutative
+//! updates included.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dualwrite_tests::faults::Partition;
+use dualwrite_tests::proxy::DualWrite;
+
+async fn wait_attached(d: &DualWrite, want: bool, secs: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = d.status().await;
+        if s["dual_write"]["secondary_attached"] == want {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "secondary_attached never became {want} in {secs} s: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_target_does_not_stall_clients_and_loses_nothing() {
+    // A small lag bound: a secondary session that waited on the silent target without end
+    // would hold its client back (backpressure) within a fraction of a second.
+    let d = DualWrite::start_routed(
+        "connect_timeout = \"2s\"",
+        "[secondary]\nreconnect_backoff = \"200ms\"\nmax_lag_bytes = 65536\n",
+        |target| {
+            format!(
+                "{}&keepalives_idle=1&keepalives_interval=1&keepalives_count=2&tcp_user_timeout=2000",
+                target.url("app")
+            )
+        },
+    )
+    .await;
+    d.both(
+        "CREATE TABLE events (id bigint PRIMARY KEY, writer int);
+         CREATE TABLE kv (k int PRIMARY KEY, v text);
+         INSERT INTO kv VALUES (1, 'start');
+         GRANT ALL ON events, kv TO app",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    // Writes completed so far, across writers.
+    let done = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..4i64 {
+        let c = d.client().await;
+        let (stop, errors, done) = (stop.clone(), errors.clone(), done.clone());
+        writers.push(tokio::spawn(async move {
+            let ins = c
+                .prepare("INSERT INTO events (id, writer) VALUES ($1, $2)")
+                .await
+                .unwrap();
+            let mut i = 0i64;
+            while !stop.load(Ordering::Acquire) {
+                let id = w * 1_000_000 + i;
+                let r = if i % 10 == 9 {
+                    c.batch_execute(&format!(
+                        "BEGIN; INSERT INTO events (id, writer) VALUES ({id}, {w}); COMMIT"
+                    ))
+                    .await
+                } else {
+                    c.execute(&ins, &[&id, &(w as i32)]).await.map(|_| ())
+                };
+                if let Err(e) = r {
+                    eprintln!("writer {w}: {e}");
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            i
+        }));
+    }
+    let kv = d.client().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut partition = Partition::of(d.target.port);
+    partition.cut();
+    let cut_at = Instant::now();
+    kv.execute("UPDATE kv SET v = 'x' WHERE k = 1", &[])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kv.execute("UPDATE kv SET v = 'y' WHERE k = 1", &[])
+        .await
+        .unwrap();
+    let status = wait_attached(&d, false, 30).await;
+    eprintln!(
+        "secondary detached {:.1} s after the cut",
+        cut_at.elapsed().as_secs_f64()
+    );
+    // Well after the silent target was given up, with the network still cut, clients write
+    // on: nothing waits for the target any more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = done.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = done.load(Ordering::Relaxed) - before;
+    assert!(
+        during > 50,
+        "clients stalled while the target was silent: {during} writes in 3 s; {status}"
+    );
+    assert!(
+        d.status().await["dual_write"]["journal"]["missed"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    partition.heal();
+    let back_at = Instant::now();
+    let status = wait_attached(&d, true, 90).await;
+    eprintln!(
+        "re-attached {:.1} s after the network came back",
+        back_at.elapsed().as_secs_f64()
+    );
+    kv.execute("UPDATE kv SET v = 'z' WHERE k = 1", &[])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Release);
+    let mut written = 0;
+    for w in writers {
+        written += w.await.unwrap();
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "clients saw errors");
+
+    let events = d
+        .assert_same(
+            "SELECT count(*) || ' ' || md5(string_agg(id::text, ',' ORDER BY id)) FROM events",
+        )
+        .await;
+    assert!(
+        events.starts_with(&format!("{written} ")),
+        "{events} vs {written} written; {status}"
+    );
+    assert_eq!(d.assert_same("SELECT v FROM kv WHERE k = 1").await, "z");
+}
+
+/// `ss -tno` lines of the established TCP connections matching `filter`.
+fn sockets(filter: &str) -> Vec<String> {
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", filter])
+        .output()
+        .expect("running ss (iproute2)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_backend_connections_are_probed_with_keepalives() {
+    let d = DualWrite::start().await;
+    d.both("CREATE TABLE t (id int); GRANT ALL ON t TO app");
+    let c = d.client().await;
+    c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    // The proxy's side of the client's connection, and its sessions on both backends (by
+    // default probed after 15 s of silence). A socket shows its keepalive timer when no data
+    // is in flight, so look until the connections are quiet.
+    let filters = [
+        format!("( sport = :{} )", d.proxy.port()),
+        format!("( dport = :{} )", d.source.port),
+        format!("( dport = :{} )", d.target.port),
+    ];
+    for filter in &filters {
+        let mut lines = Vec::new();
+        for _ in 0..50 {
+            lines = sockets(filter);
+            if !lines.is_empty() && lines.iter().all(|l| l.contains("timer:(keepalive")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!lines.is_empty(), "no connection {filter}");
+        for line in &lines {
+            assert!(line.contains("timer:(keepalive"), "{filter}: {line}");
+        }
+    }
+    assert_eq!(d.assert_same("SELECT count(*) FROM t").await, "1");
+}
