@@ -59,6 +59,10 @@ pub struct JournalStatus {
     pub missed: u64,
     pub divergences: u64,
     pub last_seq: u64,
+    /// The last write to the journal failed (disk full, I/O error) and is being retried.
+    pub write_failing: bool,
+    /// Records waiting for the disk, in bytes (estimated).
+    pub backlog_bytes: u64,
 }
 
 fn rfc3339(micros: i64) -> String {
@@ -114,6 +118,8 @@ pub fn status(shared: &Shared) -> Status {
                         missed: st.missed,
                         divergences: st.divergences,
                         last_seq: st.last_seq,
+                        write_failing: j.failing(),
+                        backlog_bytes: j.backlog_bytes(),
                     }
                 }),
             }

@@ -119,6 +119,10 @@ pub struct JournalConfig {
     /// Appends are fsync'd together at most this often (group commit).
     #[serde(default = "default_fsync_interval")]
     pub fsync_interval: String,
+    /// Bytes of records held in memory while the journal's disk refuses writes (full, I/O
+    /// errors); past it sessions wait for the disk rather than lose a record.
+    #[serde(default = "default_max_backlog")]
+    pub max_backlog_bytes: u64,
 }
 
 impl Default for JournalConfig {
@@ -126,8 +130,13 @@ impl Default for JournalConfig {
         JournalConfig {
             dir: default_journal_dir(),
             fsync_interval: default_fsync_interval(),
+            max_backlog_bytes: default_max_backlog(),
         }
     }
+}
+
+fn default_max_backlog() -> u64 {
+    crate::journal::DEFAULT_MAX_BACKLOG
 }
 
 fn default_journal_dir() -> String {
@@ -332,6 +341,7 @@ pub struct Settings {
     pub reconnect_backoff: Duration,
     pub journal_dir: PathBuf,
     pub fsync_interval: Duration,
+    pub max_backlog_bytes: u64,
     pub config_path: Option<PathBuf>,
 }
 
@@ -400,6 +410,12 @@ impl Settings {
             return Err(key_err(
                 "shadow_reads",
                 "needs a [target] to shadow reads on",
+            ));
+        }
+        if file.journal.max_backlog_bytes < 64 * 1024 {
+            return Err(key_err(
+                "journal.max_backlog_bytes",
+                "must be at least 65536",
             ));
         }
         if file.secondary.max_lag_bytes < 64 * 1024 {
@@ -532,6 +548,7 @@ impl Settings {
             )?,
             journal_dir: PathBuf::from(&file.journal.dir),
             fsync_interval: duration("journal.fsync_interval", &file.journal.fsync_interval)?,
+            max_backlog_bytes: file.journal.max_backlog_bytes,
             config_path: None,
         })
     }

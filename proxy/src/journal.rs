@@ -8,15 +8,21 @@
 //! After a crash the last frame may be torn (short, or failing its checksum); it is detected,
 //! reported and cut off, never misread. A bad frame followed by more data is corruption and
 //! an error naming its offset.
+//!
+//! A write that fails (disk full, I/O error) loses nothing: the file is cut back to its last
+//! good length, so it stays well-formed, and the same records are written again, with backoff,
+//! ahead of any queued after them. While the disk refuses, records wait in memory; past
+//! `max_backlog` bytes of them, [`Journal::room`] makes sessions wait (backpressure) rather
+//! than drop any.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 const MAGIC: &[u8; 4] = b"DWJ1";
 const HEADER: usize = 12;
@@ -63,6 +69,18 @@ pub struct Record {
     pub error: String,
     pub primary_result: Option<String>,
     pub secondary_result: Option<String>,
+}
+
+impl Record {
+    /// Roughly the bytes the record takes in memory and on disk.
+    pub fn approx_size(&self) -> u64 {
+        let text: usize = self.prelude.iter().map(String::len).sum::<usize>()
+            + self.tables.iter().map(String::len).sum::<usize>()
+            + self.error.len()
+            + self.primary_result.as_ref().map_or(0, String::len)
+            + self.secondary_result.as_ref().map_or(0, String::len);
+        (self.messages.len() * 4 / 3 + text + 256) as u64
+    }
 }
 
 mod b64 {
@@ -126,8 +144,30 @@ pub struct ReadReport {
 struct Append {
     /// `None` is a barrier: acknowledged once everything queued before it is on disk.
     record: Option<Record>,
+    /// The record's share of the backlog (estimated bytes).
+    size: u64,
     done: oneshot::Sender<Result<u64, JournalError>>,
 }
+
+/// Records queued and not yet on disk: what a failing disk holds back in memory.
+struct Backlog {
+    bytes: AtomicU64,
+    max: u64,
+    /// The last write failed; it is being retried.
+    failing: AtomicBool,
+    /// The writer stopped: nothing more will be written (records queued get an error).
+    stopped: AtomicBool,
+    /// Signalled when records reach the disk.
+    drained: Notify,
+}
+
+/// The default bound on records held in memory while the journal cannot be written.
+pub const DEFAULT_MAX_BACKLOG: u64 = 64 << 20;
+
+/// The first wait before writing again after a failed write; it doubles up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Counters {
@@ -145,6 +185,7 @@ pub struct Journal {
     id: Arc<str>,
     tx: mpsc::UnboundedSender<Append>,
     counters: Arc<Counters>,
+    backlog: Arc<Backlog>,
 }
 
 pub fn log_path(dir: &Path) -> PathBuf {
@@ -171,6 +212,16 @@ pub fn journal_id(dir: &Path) -> Result<String, JournalError> {
 impl Journal {
     /// Open (or create) the journal in `dir`, cutting off a torn tail, and start the writer.
     pub async fn open(dir: &Path, fsync_interval: Duration) -> Result<Journal, JournalError> {
+        Self::open_with(dir, fsync_interval, DEFAULT_MAX_BACKLOG).await
+    }
+
+    /// [`Journal::open`], holding at most `max_backlog` bytes of records in memory while the
+    /// disk refuses writes (past it, [`Journal::room`] waits).
+    pub async fn open_with(
+        dir: &Path,
+        fsync_interval: Duration,
+        max_backlog: u64,
+    ) -> Result<Journal, JournalError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         #[cfg(unix)]
         {
@@ -210,12 +261,31 @@ impl Journal {
             Ordering::Relaxed,
         );
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(file, path, rx, counters.clone(), fsync_interval));
+        let backlog = Arc::new(Backlog {
+            bytes: AtomicU64::new(0),
+            max: max_backlog,
+            failing: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            drained: Notify::new(),
+        });
+        let valid_len = report.valid_len;
+        tokio::spawn(writer(
+            Writer {
+                file: Some(file),
+                path,
+                valid_len,
+                counters: counters.clone(),
+                backlog: backlog.clone(),
+                fsync_interval,
+            },
+            rx,
+        ));
         Ok(Journal {
             dir: dir.to_path_buf(),
             id: id.into(),
             tx,
             counters,
+            backlog,
         })
     }
 
@@ -231,18 +301,49 @@ impl Journal {
     /// one group commit instead of one fsync each.
     pub fn enqueue(&self, record: Record) -> oneshot::Receiver<Result<u64, JournalError>> {
         let (done, wait) = oneshot::channel();
+        let size = record.approx_size();
+        self.backlog.bytes.fetch_add(size, Ordering::AcqRel);
         let _ = self.tx.send(Append {
             record: Some(record),
+            size,
             done,
         });
         wait
+    }
+
+    /// Wait until the records waiting for the disk are within the backlog bound. Immediate
+    /// unless the disk has been refusing writes for a while.
+    pub async fn room(&self) {
+        loop {
+            let drained = self.backlog.drained.notified();
+            if self.backlog.bytes.load(Ordering::Acquire) <= self.backlog.max
+                || self.backlog.stopped.load(Ordering::Acquire)
+            {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// The last write to the journal failed and is being retried (disk full, I/O error).
+    pub fn failing(&self) -> bool {
+        self.backlog.failing.load(Ordering::Acquire)
+    }
+
+    /// Estimated bytes of records queued and not yet on disk.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.backlog.bytes.load(Ordering::Acquire)
     }
 
     /// Wait until everything queued so far is on disk.
     pub async fn flush(&self) -> Result<(), JournalError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Append { record: None, done })
+            .send(Append {
+                record: None,
+                size: 0,
+                done,
+            })
             .map_err(|_| JournalError::Stopped)?;
         wait.await.map_err(|_| JournalError::Stopped)?.map(|_| ())
     }
@@ -275,27 +376,41 @@ fn encode(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(&payload);
 }
 
-async fn writer(
-    file: std::fs::File,
+/// The writer task's state.
+struct Writer {
+    /// `None` once a blocking write panicked: the journal is stopped.
+    file: Option<std::fs::File>,
     path: PathBuf,
-    mut rx: mpsc::UnboundedReceiver<Append>,
+    /// Length of the file's valid part: where the next frame goes, and where a failed write
+    /// is cut back to.
+    valid_len: u64,
     counters: Arc<Counters>,
+    backlog: Arc<Backlog>,
     fsync_interval: Duration,
-) {
-    let mut file = Some(file);
-    let mut last_sync = Instant::now() - fsync_interval;
-    while let Some(first) = rx.recv().await {
+}
+
+async fn writer(mut w: Writer, mut rx: mpsc::UnboundedReceiver<Append>) {
+    let mut last_sync = Instant::now() - w.fsync_interval;
+    // Records whose write failed, written again first (in order) at the next attempt.
+    let mut batch: Vec<Append> = Vec::new();
+    let mut retry = RETRY_FIRST;
+    loop {
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(first) => batch.push(first),
+                None => break,
+            }
+        }
         // At most one fsync per interval: wait out the rest of it, gathering more appends.
         let since = last_sync.elapsed();
-        if since < fsync_interval {
-            tokio::time::sleep(fsync_interval - since).await;
+        if since < w.fsync_interval {
+            tokio::time::sleep(w.fsync_interval - since).await;
         }
-        let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
         let mut buf = Vec::new();
-        let mut seq = counters.last_seq.load(Ordering::Relaxed);
+        let mut seq = w.counters.last_seq.load(Ordering::Relaxed);
         let now = crate::dual::now_micros();
         for a in &mut batch {
             if let Some(r) = a.record.as_mut() {
@@ -305,35 +420,53 @@ async fn writer(
                 encode(r, &mut buf);
             }
         }
-        let Some(mut f) = file.take() else { break };
+        let Some(mut f) = w.file.take() else { break };
         let started = Instant::now();
+        let valid_len = w.valid_len;
         let result = tokio::task::spawn_blocking(move || {
             let r = f.write_all(&buf).and_then(|_| f.sync_data());
+            let r = match r {
+                Ok(()) => Ok(()),
+                // Cut off what part of the batch got written, so the file ends with a whole
+                // frame and the next attempt writes the batch again from there.
+                Err(e) => Err((
+                    e,
+                    f.set_len(valid_len)
+                        .and_then(|_| f.seek(SeekFrom::Start(valid_len)).map(|_| ())),
+                )),
+            };
             (f, r, buf.len())
         })
         .await;
         last_sync = Instant::now();
         match result {
             Ok((f, Ok(()), len)) => {
-                file = Some(f);
+                w.file = Some(f);
+                w.valid_len += len as u64;
+                retry = RETRY_FIRST;
+                if w.backlog.failing.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(path = %w.path.display(), records = batch.len(), "journal writable again: the held records are on disk");
+                }
                 metrics::histogram!("dualwrite_journal_fsync_duration_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::counter!("dualwrite_journal_bytes_total").increment(len as u64);
-                counters.bytes.fetch_add(len as u64, Ordering::Relaxed);
-                counters.last_seq.store(seq, Ordering::Relaxed);
-                for a in batch {
+                w.counters.bytes.fetch_add(len as u64, Ordering::Relaxed);
+                w.counters.last_seq.store(seq, Ordering::Relaxed);
+                let mut written = 0;
+                for a in batch.drain(..) {
+                    written += a.size;
                     let Some(record) = a.record else {
                         let _ = a.done.send(Ok(seq));
                         continue;
                     };
-                    counters.records.fetch_add(1, Ordering::Relaxed);
+                    w.counters.records.fetch_add(1, Ordering::Relaxed);
                     let kind = match record.kind {
                         RecordKind::Missed => {
-                            counters.missed.fetch_add(1, Ordering::Relaxed);
+                            w.counters.missed.fetch_add(1, Ordering::Relaxed);
                             "missed"
                         }
                         RecordKind::Divergence => {
-                            counters.divergences.fetch_add(1, Ordering::Relaxed);
+                            w.counters.divergences.fetch_add(1, Ordering::Relaxed);
                             "divergence"
                         }
                     };
@@ -341,25 +474,45 @@ async fn writer(
                         .increment(1);
                     let _ = a.done.send(Ok(record.seq));
                 }
+                w.backlog.bytes.fetch_sub(written, Ordering::AcqRel);
+                w.backlog.drained.notify_waiters();
             }
-            Ok((f, Err(e), _)) => {
-                tracing::error!(error = %e, path = %path.display(), "journal write failed");
-                // The seqs were not used: the next batch reuses them.
-                file = Some(f);
-                for a in batch {
-                    let _ = a.done.send(Err(io_err(&path)(std::io::Error::new(
-                        e.kind(),
-                        e.to_string(),
-                    ))));
+            Ok((f, Err((e, cut)), _)) => {
+                // The seqs were not used: the next attempt assigns them again.
+                w.file = Some(f);
+                w.backlog.failing.store(true, Ordering::Release);
+                metrics::counter!("dualwrite_errors_total", "kind" => "journal").increment(1);
+                tracing::error!(error = %e, path = %w.path.display(), records = batch.len(),
+                    backlog_bytes = w.backlog.bytes.load(Ordering::Acquire), retry_in = ?retry,
+                    "journal write failed; the records are kept in memory and written again");
+                if let Err(cut) = cut {
+                    // The file may now end with part of a frame: opening it again cuts that
+                    // off as a torn tail, but appending after it would bury it mid-file.
+                    tracing::error!(error = %cut, path = %w.path.display(),
+                        "journal: cutting back a failed write failed; the journal stops");
+                    for a in batch.drain(..) {
+                        let _ = a.done.send(Err(JournalError::Stopped));
+                    }
+                    break;
                 }
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
             }
             Err(_) => {
-                for a in batch {
+                for a in batch.drain(..) {
                     let _ = a.done.send(Err(JournalError::Stopped));
                 }
                 break;
             }
         }
+    }
+    // Stopped: whatever is still queued can never be written.
+    w.backlog.failing.store(true, Ordering::Release);
+    w.backlog.stopped.store(true, Ordering::Release);
+    w.backlog.drained.notify_waiters();
+    rx.close();
+    while let Ok(a) = rx.try_recv() {
+        let _ = a.done.send(Err(JournalError::Stopped));
     }
 }
 

@@ -87,6 +87,12 @@ pub fn reload(shared: &server::Shared, path: &std::path::Path) {
     if fresh.target.as_ref().map(|t| &t.url) != current.target.as_ref().map(|t| &t.url) {
         restart_only.push("target");
     }
+    if fresh.journal_dir != current.journal_dir {
+        restart_only.push("journal.dir");
+    }
+    if fresh.max_backlog_bytes != current.max_backlog_bytes {
+        restart_only.push("journal.max_backlog_bytes");
+    }
     if fresh.primary != current.primary {
         restart_only.push("primary (use `dualwrite-proxy cutover`)");
     }

@@ -1398,10 +1398,14 @@ impl Worker {
 }
 
 /// Queue a record for the journal without waiting for its fsync (records keep their order,
-/// and many sessions' records share one group commit); a failure to record is logged loudly.
+/// and many sessions' records share one group commit). A failed write is retried by the
+/// journal itself; only a stopped journal loses a record, and that is logged loudly.
 async fn append(shared: Arc<Shared>, record: Record) {
     match &shared.journal {
         Some(j) => {
+            // While the disk refuses writes, records wait in memory up to a bound; past it the
+            // session waits here (and its client at `max_lag_bytes`) rather than lose one.
+            j.room().await;
             let done = j.enqueue(record);
             tokio::spawn(async move {
                 match done.await {

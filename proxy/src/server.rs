@@ -123,7 +123,14 @@ impl Proxy {
             None => None,
         };
         let journal = match settings.target {
-            Some(_) => Some(Journal::open(&settings.journal_dir, settings.fsync_interval).await?),
+            Some(_) => Some(
+                Journal::open_with(
+                    &settings.journal_dir,
+                    settings.fsync_interval,
+                    settings.max_backlog_bytes,
+                )
+                .await?,
+            ),
             None => None,
         };
         let dual = DualState::default();
@@ -239,8 +246,14 @@ impl Proxy {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
         }
         if let Some(j) = &shared.journal {
-            if let Err(e) = j.flush().await {
-                warn!(error = %e, "journal flush at shutdown failed");
+            match tokio::time::timeout(grace, j.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "journal flush at shutdown failed"),
+                Err(_) => tracing::error!(
+                    backlog_bytes = j.backlog_bytes(),
+                    "JOURNAL NOT WRITTEN at shutdown (the disk refuses writes): the secondary \
+                     is missing these writes; re-backfill the affected time range"
+                ),
             }
         }
         info!("dualwrite-proxy stopped");
@@ -276,6 +289,9 @@ async fn reattach(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+        if let Some(j) = &shared.journal {
+            metrics::gauge!("dualwrite_journal_backlog_bytes").set(j.backlog_bytes() as f64);
+        }
         metrics::gauge!("dualwrite_secondary_attached").set(if shared.dual.attached() {
             1.0
         } else {
@@ -286,14 +302,28 @@ async fn reattach(shared: Arc<Shared>, shutdown: CancellationToken) {
             continue;
         }
         let settings = shared.settings();
+        if shared.journal.as_ref().is_some_and(|j| j.failing()) {
+            // Records are waiting for the disk: the journal has no end to replay to yet.
+            warn!("the journal cannot be written; the secondary stays detached");
+            wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            continue;
+        }
         match crate::replay::replay(&settings, &mut |_| {}).await {
             Ok(_) => {
                 let _gate = shared.dual.gate.write().await;
                 // Records queued before the gate closed must be on disk before the last replay.
+                // Not for long: sessions wait for the gate meanwhile.
                 if let Some(j) = &shared.journal {
-                    if let Err(e) = j.flush().await {
-                        warn!(error = %e, "journal flush failed; staying detached");
-                        continue;
+                    match tokio::time::timeout(std::time::Duration::from_secs(5), j.flush()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "journal flush failed; staying detached");
+                            continue;
+                        }
+                        Err(_) => {
+                            warn!("journal flush too slow; staying detached");
+                            continue;
+                        }
                     }
                 }
                 match crate::replay::replay(&settings, &mut |_| {}).await {

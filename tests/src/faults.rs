@@ -215,3 +215,73 @@ impl Drop for Partition {
         self.heal();
     }
 }
+
+/// A small tmpfs of its own, to run out of disk space on demand: [`TinyDisk::fill`] takes all
+/// its free space, [`TinyDisk::free`] gives it back. Needs root (mount); unmounted on drop.
+pub struct TinyDisk {
+    dir: tempfile::TempDir,
+    filler: std::path::PathBuf,
+}
+
+impl TinyDisk {
+    /// A tmpfs of `bytes` mounted on a fresh temp directory.
+    pub fn mount(bytes: u64) -> TinyDisk {
+        let dir = tempfile::Builder::new()
+            .prefix("dwdisk-")
+            .tempdir()
+            .expect("temp dir for a tmpfs");
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mount: {e}"));
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs (tests run as root) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let filler = dir.path().join("filler");
+        TinyDisk { dir, filler }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Take every free byte: from now on writes fail with ENOSPC.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&self.filler).expect("creating the filler file");
+        let chunk = vec![0u8; 4096];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+        // Partial blocks: fill the last bytes one at a time.
+        while let Ok(1) = f.write(&[0u8]) {}
+    }
+
+    /// Give the space back.
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(&self.filler);
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}

@@ -219,6 +219,17 @@ impl DualWrite {
         extra: &str,
         target_url: impl FnOnce(&crate::Cluster) -> String,
     ) -> DualWrite {
+        Self::start_full(top, extra, target_url, None).await
+    }
+
+    /// [`DualWrite::start_routed`] with the journal's directory made inside `journal_parent`
+    /// (e.g. a [`crate::faults::TinyDisk`]). `extra` starts inside the `[journal]` section.
+    pub async fn start_full(
+        top: &str,
+        extra: &str,
+        target_url: impl FnOnce(&crate::Cluster) -> String,
+        journal_parent: Option<&std::path::Path>,
+    ) -> DualWrite {
         let (sb, tb) = (crate::PgBin::source(), crate::PgBin::target());
         let handle = std::thread::spawn(move || crate::Cluster::start(&tb));
         let source = crate::Cluster::start(&sb);
@@ -229,10 +240,13 @@ impl DualWrite {
             c.create_role(APP_USER, APP_PASSWORD, "");
             c.psql("postgres", "CREATE DATABASE app OWNER app");
         }
-        let journal_dir = tempfile::Builder::new()
-            .prefix("dwjournal-")
-            .tempdir()
-            .expect("journal temp dir");
+        let mut journal_dir = tempfile::Builder::new();
+        journal_dir.prefix("dwjournal-");
+        let journal_dir = match journal_parent {
+            Some(parent) => journal_dir.tempdir_in(parent),
+            None => journal_dir.tempdir(),
+        }
+        .expect("journal temp dir");
         let toml = format!(
             "{top}\nmode = \"dual-write\"\nprimary = \"source\"\n[source]\nurl = \"{}\"\n[target]\nurl = \"{}\"\n\
              [auth]\nmethod = \"scram-sha-256\"\nusers = [{{ name = \"{APP_USER}\", password = \"{APP_PASSWORD}\" }}]\n\

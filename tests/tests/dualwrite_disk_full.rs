@@ -1,0 +1,183 @@
+//! The proxy's journal disk fills up while the target is down, so the writes the target misses
+//! cannot be journaled. Nothing may be lost: the journal keeps the records in memory and
+//! writes them again (the file stays well-formed, no half record left in it), clients go on
+//! while that backlog is small and wait once it reaches `[journal] max_backlog_bytes`, and
+//! once the disk has room again everything is on disk, replayed, and both sides are identical.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dualwrite_tests::faults::TinyDisk;
+use dualwrite_tests::proxy::DualWrite;
+
+async fn journal(d: &DualWrite) -> serde_json::Value {
+    d.status().await["dual_write"]["journal"].clone()
+}
+
+/// Poll `/status` until `pred` holds on the journal's part, or panic after `secs`.
+async fn wait_journal(
+    d: &DualWrite,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let j = journal(d).await;
+        if pred(&j) {
+            return j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen in {secs} s: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_journal_disk_loses_no_write() {
+    let disk = TinyDisk::mount(64 << 20);
+    let max_backlog = 256 * 1024u64;
+    let mut d = DualWrite::start_full(
+        "",
+        &format!("max_backlog_bytes = {max_backlog}\n[secondary]\nreconnect_backoff = \"200ms\"\nmax_lag_bytes = 65536\n"),
+        |target| target.url("app"),
+        Some(disk.path()),
+    )
+    .await;
+    d.both(
+        "CREATE TABLE events (id bigint PRIMARY KEY, writer int, note text);
+         GRANT ALL ON events TO app",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..2i64 {
+        let c = d.client().await;
+        let (stop, errors, done) = (stop.clone(), errors.clone(), done.clone());
+        writers.push(tokio::spawn(async move {
+            let ins = c
+                .prepare("INSERT INTO events VALUES ($1, $2, $3)")
+                .await
+                .unwrap();
+            let note = "n".repeat(200);
+            let mut i = 0i64;
+            while !stop.load(Ordering::Acquire) {
+                let id = w * 1_000_000 + i;
+                if let Err(e) = c.execute(&ins, &[&id, &(w as i32), &note]).await {
+                    eprintln!("writer {w}: {e}");
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            i
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The target goes down: its writes are journaled.
+    d.target.stop_immediate();
+    wait_journal(&d, 30, "journaled writes", |j| {
+        j["missed"].as_u64() > Some(0)
+    })
+    .await;
+
+    // Then the journal's disk is full.
+    disk.fill();
+    let j = wait_journal(&d, 30, "a failing journal write", |j| {
+        j["write_failing"] == true
+    })
+    .await;
+    let missed_when_full = j["missed"].as_u64().unwrap();
+    // A small backlog: clients go on.
+    let before = done.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        done.load(Ordering::Relaxed) > before,
+        "clients stopped at once when the journal's disk filled: {j}"
+    );
+    // What got on disk before it filled is whole: the failed writes were cut back.
+    let (on_disk, report) =
+        dualwrite_proxy::journal::read_records(d.journal_dir.path()).expect("journal reads");
+    assert_eq!(report.torn_tail_bytes, 0);
+    assert_eq!(on_disk.len() as u64, missed_when_full);
+
+    // Past the backlog bound, sessions wait for the disk, and their clients once their queue
+    // to the secondary is full (`max_lag_bytes`): clients wait instead of losing writes.
+    let j = wait_journal(&d, 60, "the backlog bound", |j| {
+        j["backlog_bytes"].as_u64() > Some(max_backlog)
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stalled = done.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = done.load(Ordering::Relaxed);
+        if now == stalled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "clients kept writing past the backlog bound while nothing could be journaled: {j}"
+        );
+        stalled = now;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(done.load(Ordering::Relaxed), stalled, "{j}");
+    let j = journal(&d).await;
+    assert_eq!(j["write_failing"], true, "{j}");
+
+    // Room again: the held records reach the disk, in order, and clients go on.
+    disk.free();
+    let j = wait_journal(&d, 30, "the backlog written", |j| {
+        j["write_failing"] == false && j["backlog_bytes"] == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        done.load(Ordering::Relaxed) > stalled,
+        "clients did not resume: {j}"
+    );
+    let (records, report) =
+        dualwrite_proxy::journal::read_records(d.journal_dir.path()).expect("journal reads");
+    assert_eq!(report.torn_tail_bytes, 0);
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=records.len() as u64).collect::<Vec<_>>());
+    assert!(
+        records.len() as u64 > missed_when_full + 100,
+        "{} records",
+        records.len()
+    );
+
+    // The target comes back: the journal is replayed and both sides hold every write.
+    d.target.restart();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while d.status().await["dual_write"]["secondary_attached"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "never re-attached: {}",
+            d.status().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Release);
+    let mut written = 0;
+    for w in writers {
+        written += w.await.unwrap();
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "clients saw errors");
+    let events = d
+        .assert_same(
+            "SELECT count(*) || ' ' || md5(string_agg(id::text || note, ',' ORDER BY id)) FROM events",
+        )
+        .await;
+    assert!(
+        events.starts_with(&format!("{written} ")),
+        "{events} vs {written}"
+    );
+}
