@@ -219,6 +219,16 @@ pub fn apply_live(shared: &Shared, req: &LiveConfig) -> Result<(), String> {
         next.mode = mode;
     }
     let changed_mode = next.mode != current.mode;
+    if let Err(e) = crate::state::persist(shared, &next) {
+        if changed_mode {
+            // A restart would come back in the old mode: refuse rather than diverge from disk.
+            return Err(format!(
+                "cannot persist the new state in {} ({e}); nothing changed",
+                next.journal_dir.display()
+            ));
+        }
+        tracing::error!(error = %e, "cannot persist the new shadow_reads; applied until restart");
+    }
     shared.apply_shadow_rate(next.shadow_reads);
     shared.replace_settings(next);
     if changed_mode {
@@ -227,7 +237,6 @@ pub fn apply_live(shared: &Shared, req: &LiveConfig) -> Result<(), String> {
         }
         shared.gate.bump_epoch();
     }
-    crate::state::save(shared);
     Ok(())
 }
 

@@ -260,6 +260,19 @@ pub async fn cutover(
     let drained = started.elapsed();
     let mut next = (*settings).clone();
     next.primary = to;
+    // The new primary is on disk before it takes effect, or the cutover does not happen.
+    if let Err(e) = crate::state::persist(shared, &next) {
+        gate.resume();
+        let e = fail(
+            format!(
+                "cannot persist the new state in {} ({e}); a restart would come back with the old primary",
+                next.journal_dir.display()
+            ),
+            started.elapsed(),
+        );
+        crate::state::save(shared);
+        return Err(e);
+    }
     shared.replace_settings(next);
     gate.bump_epoch();
     gate.resume();

@@ -41,9 +41,20 @@ pub fn apply(settings: &mut Settings, state: &State) {
     settings.shadow_reads = state.shadow_reads;
 }
 
-/// Write the current state atomically (temp file, fsync, rename).
+/// Write the current state atomically (temp file, fsync, rename); a failure is logged. For a
+/// change of mode or primary, [`persist`] it before it takes effect instead.
 pub fn save(shared: &Shared) {
     let settings = shared.settings();
+    if let Err(e) = persist(shared, &settings) {
+        tracing::error!(error = %e, dir = %settings.journal_dir.display(), "cannot persist the proxy state");
+    }
+}
+
+/// Persist `settings`' mode, primary and shadow rate (with the cutover history so far), to be
+/// done before they take effect: a proxy restarted after a change it could not persist would
+/// come back with the old primary, and in `primary-only` that splits the writes between two
+/// databases. An error means the change must not be made.
+pub fn persist(shared: &Shared, settings: &Settings) -> std::io::Result<()> {
     let state = State {
         mode: settings.mode,
         primary: settings.primary,
@@ -51,13 +62,8 @@ pub fn save(shared: &Shared) {
         history: shared.gate.history(),
         saved_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     };
-    let dir = &settings.journal_dir;
-    let written = serde_json::to_vec_pretty(&state)
-        .map_err(std::io::Error::other)
-        .and_then(|text| write_atomic(dir, FILE, &text));
-    if let Err(e) = written {
-        tracing::error!(error = %e, dir = %dir.display(), "cannot persist the proxy state");
-    }
+    let text = serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?;
+    write_atomic(&settings.journal_dir, FILE, &text)
 }
 
 /// Write `dir/name` atomically: a temp file, fsync, rename, fsync of the directory.

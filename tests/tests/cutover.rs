@@ -299,3 +299,40 @@ async fn session_state_survives_the_flip_and_back() {
     let status = d.status().await;
     assert_eq!(status["dual_write"]["journal"]["records"], 0, "{status}");
 }
+
+/// A cutover or mode change the proxy cannot persist (its state directory's disk is full) does
+/// not happen: a restart would come back with the old primary, and in primary-only that would
+/// split the writes between two databases. Once the disk has room it goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_cannot_be_persisted_is_not_made() {
+    let disk = dualwrite_tests::faults::TinyDisk::mount(16 << 20);
+    let d = DualWrite::start_full("", "", |t| t.url("app"), Some(disk.path())).await;
+    d.both("CREATE TABLE t (id int); GRANT ALL ON t TO app");
+    let c = d.client().await;
+    c.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+
+    disk.fill();
+    let (code, body) = d.proxy.admin_post("/cutover", r#"{"to": "target"}"#).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("cannot persist the new state"), "{body}");
+    assert!(body.contains("resumed on the source"), "{body}");
+    let (code, body) = d
+        .proxy
+        .admin_post("/config", r#"{"mode": "primary-only"}"#)
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("nothing changed"), "{body}");
+    let status = d.status().await;
+    assert_eq!(status["primary"], "source", "{status}");
+    assert_eq!(status["mode"], "dual-write", "{status}");
+    assert_eq!(status["cutovers"][0]["outcome"], "aborted", "{status}");
+    c.execute("INSERT INTO t VALUES (2)", &[]).await.unwrap();
+
+    disk.free();
+    let (code, body) = d.proxy.admin_post("/cutover", r#"{"to": "target"}"#).await;
+    assert_eq!(code, 200, "{body}");
+    c.execute("INSERT INTO t VALUES (3)", &[]).await.unwrap();
+    let saved = dualwrite_proxy::state::load(d.journal_dir.path()).expect("state.json");
+    assert_eq!(saved.primary, dualwrite_proxy::config::Side::Target);
+    assert_eq!(d.assert_same("SELECT string_agg(id::text, ',' ORDER BY id) FROM t").await, "1,2,3");
+}
