@@ -334,5 +334,9 @@ async fn a_change_that_cannot_be_persisted_is_not_made() {
     c.execute("INSERT INTO t VALUES (3)", &[]).await.unwrap();
     let saved = dualwrite_proxy::state::load(d.journal_dir.path()).expect("state.json");
     assert_eq!(saved.primary, dualwrite_proxy::config::Side::Target);
-    assert_eq!(d.assert_same("SELECT string_agg(id::text, ',' ORDER BY id) FROM t").await, "1,2,3");
+    assert_eq!(
+        d.assert_same("SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
+            .await,
+        "1,2,3"
+    );
 }
