@@ -432,6 +432,12 @@ enum StartupFailure {
     Tls(std::io::Error),
     #[error("TLS was requested twice")]
     TlsTwice,
+    #[error(
+        "a client started TLS directly (sslnegotiation=direct) but the proxy's tls.mode is disable"
+    )]
+    DirectTlsDisabled,
+    #[error("a client started TLS directly without negotiating ALPN \"postgresql\"")]
+    DirectTlsWithoutAlpn,
 }
 
 impl StartupFailure {
@@ -439,7 +445,9 @@ impl StartupFailure {
         match self {
             StartupFailure::Startup(_) | StartupFailure::TlsTwice => "startup",
             StartupFailure::Io(_) => "io",
-            StartupFailure::Tls(_) => "tls",
+            StartupFailure::Tls(_)
+            | StartupFailure::DirectTlsDisabled
+            | StartupFailure::DirectTlsWithoutAlpn => "tls",
         }
     }
 
@@ -463,9 +471,44 @@ async fn startup(stream: TcpStream, shared: &Shared) -> StartupResult {
         (Box::new(r), Box::new(w))
     };
     let mut tls = false;
+    let mut first = true;
     loop {
         let mut len = [0u8; 4];
-        if let Err(e) = reader.read_exact(&mut len).await {
+        let got = if std::mem::take(&mut first) {
+            // A client may start TLS at once (`sslnegotiation=direct`): its first byte then
+            // opens a TLS handshake record, which no startup packet length does.
+            match reader.read_exact(&mut len[..1]).await {
+                Ok(_) if len[0] == crate::tls::TLS_HANDSHAKE => {
+                    let Some(config) = settings
+                        .tls
+                        .clone()
+                        .filter(|_| matches!(settings.tls_mode, TlsMode::Allow | TlsMode::Require))
+                    else {
+                        // It expects TLS from the first byte: no plain error can reach it.
+                        return Err((None, StartupFailure::DirectTlsDisabled));
+                    };
+                    let prefixed: Reader =
+                        Box::new(std::io::Cursor::new([crate::tls::TLS_HANDSHAKE]).chain(reader));
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    match acceptor.accept(rejoin(prefixed, writer)).await {
+                        Ok(t) => {
+                            if t.get_ref().1.alpn_protocol() != Some(crate::tls::POSTGRESQL_ALPN) {
+                                return Err((None, StartupFailure::DirectTlsWithoutAlpn));
+                            }
+                            (reader, writer) = split(t);
+                            tls = true;
+                            continue;
+                        }
+                        Err(e) => return Err((None, StartupFailure::Tls(e))),
+                    }
+                }
+                Ok(_) => reader.read_exact(&mut len[1..]).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            reader.read_exact(&mut len).await
+        };
+        if let Err(e) = got {
             return if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Ok(None)
             } else {

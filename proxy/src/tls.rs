@@ -17,6 +17,13 @@ where
     (Box::new(r), Box::new(w))
 }
 
+/// The ALPN protocol name of the PostgreSQL protocol.
+pub const POSTGRESQL_ALPN: &[u8] = b"postgresql";
+
+/// The first byte of a TLS handshake record: a client starting TLS directly
+/// (`sslnegotiation=direct`, PostgreSQL 17+) instead of with an SSLRequest.
+pub const TLS_HANDSHAKE: u8 = 0x16;
+
 /// Server-side TLS configuration from PEM files.
 pub fn server_config(
     cert: &str,
@@ -24,9 +31,12 @@ pub fn server_config(
 ) -> Result<Arc<rustls::ServerConfig>, dualwrite_common::tls::TlsError> {
     let certs = dualwrite_common::tls::load_certs("tls.cert", std::path::Path::new(cert))?;
     let key = dualwrite_common::tls::load_key("tls.key", std::path::Path::new(key))?;
-    let config = rustls::ServerConfig::builder_with_provider(dualwrite_common::tls::provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(dualwrite_common::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    // As PostgreSQL 17+: a client that offers ALPN must offer "postgresql"; direct TLS
+    // (`sslnegotiation=direct`) requires it.
+    config.alpn_protocols = vec![POSTGRESQL_ALPN.to_vec()];
     Ok(Arc::new(config))
 }

@@ -3,7 +3,7 @@ once through dualwrite-proxy and once directly against PostgreSQL: it prints a t
 everything it saw, and the two transcripts must be identical.
 
 Connection from the environment: DW_HOST, DW_PORT, DW_USER, DW_PASSWORD, DW_DB, and
-DW_SSLROOTCERT for TLS with verify-full.
+DW_SSLROOTCERT for TLS with verify-full (DW_SSLNEGOTIATION=direct: TLS without SSLRequest).
 Exercises libpq's pipeline mode (explicit and through executemany), server-side prepared
 statements, binary results, named cursors (DECLARE/FETCH), COPY in and out, errors with their
 SQLSTATE, transaction rollback and savepoints, and LISTEN/NOTIFY.
@@ -27,6 +27,9 @@ def conninfo():
     # DW_SSLROOTCERT: connect over TLS, verifying the server's certificate and name against it.
     root = os.environ.get("DW_SSLROOTCERT")
     tls = {"sslmode": "verify-full", "sslrootcert": root} if root else {"sslmode": "disable"}
+    # DW_SSLNEGOTIATION=direct: start TLS at once, without an SSLRequest (libpq 17+).
+    if root and os.environ.get("DW_SSLNEGOTIATION"):
+        tls["sslnegotiation"] = os.environ["DW_SSLNEGOTIATION"]
     return psycopg.conninfo.make_conninfo(
         host=os.environ["DW_HOST"],
         port=os.environ["DW_PORT"],

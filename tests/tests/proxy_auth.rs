@@ -229,3 +229,86 @@ async fn max_client_connections_gives_53300() {
         .await
         .unwrap();
 }
+
+/// PostgreSQL 17's direct TLS (`sslnegotiation=direct`): the client starts TLS with its first
+/// byte, no SSLRequest, and must negotiate ALPN "postgresql" (as a PostgreSQL 17+ server
+/// demands, against protocol confusion). Without ALPN the proxy closes the connection; a proxy
+/// without TLS closes it too (the client expects TLS: no plain error can reach it); the proxy
+/// keeps serving others. (psycopg's libpq 18 runs a whole application this way in
+/// proxy_drivers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_needs_alpn_postgresql() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = TestCerts::new(&["localhost", "127.0.0.1"]);
+    let extra = format!(
+        "[tls]\nmode = \"require\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        certs.cert().display(),
+        certs.key().display()
+    );
+    let p = Passthrough::start_with("scram-sha-256", &extra).await;
+    let plain = Passthrough::start().await;
+    let url: PgUrl = format!(
+        "postgres://app@127.0.0.1:1/app?sslmode=verify-full&sslrootcert={}",
+        certs.ca().display()
+    )
+    .parse()
+    .unwrap();
+    let base = dualwrite_common::tls::client_config(&url)
+        .unwrap()
+        .expect("a TLS client config");
+    // The first answer to a StartupMessage sent over direct TLS: Some(tag), or None when the
+    // proxy closed the connection.
+    let first_answer = |port: u16, alpn: Option<&'static [u8]>| {
+        let mut cfg = (*base).clone();
+        cfg.alpn_protocols = alpn.map(|a| vec![a.to_vec()]).unwrap_or_default();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut tls = match tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+                .connect(name, tcp)
+                .await
+            {
+                Ok(t) => t,
+                Err(_) => return None,
+            };
+            let startup =
+                dualwrite_tests::raw::startup_packet(&[("user", "app"), ("database", "app")]);
+            if tls.write_all(&startup).await.is_err() {
+                return None;
+            }
+            let mut tag = [0u8; 1];
+            match tls.read(&mut tag).await {
+                Ok(1) => Some(tag[0]),
+                _ => None,
+            }
+        }
+    };
+    // With ALPN "postgresql": authentication starts ('R').
+    assert_eq!(
+        first_answer(p.proxy.port(), Some(b"postgresql")).await,
+        Some(b'R')
+    );
+    // Without ALPN: closed.
+    assert_eq!(first_answer(p.proxy.port(), None).await, None);
+    // A proxy with TLS disabled: closed.
+    assert_eq!(
+        first_answer(plain.proxy.port(), Some(b"postgresql")).await,
+        None
+    );
+    // Both keep serving.
+    assert!(connect(&plain.url()).await.is_ok());
+    let url: PgUrl = format!(
+        "postgres://app:{APP_PASSWORD}@127.0.0.1:{}/app?sslmode=verify-full&sslrootcert={}",
+        p.proxy.port(),
+        certs.ca().display()
+    )
+    .parse()
+    .unwrap();
+    let c = dualwrite_common::connect(&url, "test").await.unwrap();
+    assert_eq!(
+        c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1
+    );
+}

@@ -4,7 +4,8 @@
 //! once through the proxy in dual-write mode with every read shadowed: the transcripts must be
 //! identical (the application cannot tell the difference), the table must be identical on
 //! source and target, and the proxy must have journaled nothing and found no difference. Each
-//! runs a second time through a proxy that requires TLS, verifying its certificate and address.
+//! runs a second time through a proxy that requires TLS, verifying its certificate and address
+//! (psycopg starting TLS directly, `sslnegotiation=direct`; the others with an SSLRequest).
 //!
 //! The drivers are installed by `scripts/setup.sh` (under `/opt/dualwrite-clients`, or
 //! `DW_CLIENTS_DIR`); a missing one fails the test with that hint.
@@ -93,6 +94,11 @@ impl Driver {
         let mut c = self.command();
         if let Some(root) = root_cert {
             c.env("DW_SSLROOTCERT", root);
+            if matches!(self, Driver::Psycopg) {
+                // libpq 18 under psycopg starts TLS directly (PostgreSQL 17's
+                // `sslnegotiation=direct`, ALPN "postgresql"); the others send an SSLRequest.
+                c.env("DW_SSLNEGOTIATION", "direct");
+            }
         }
         c.env("DW_HOST", "127.0.0.1")
             .env("DW_PORT", port.to_string())
