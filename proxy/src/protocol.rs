@@ -355,10 +355,11 @@ pub fn ready_for_query(out: &mut BytesMut, status: u8) {
     end_message(out, at);
 }
 
-/// NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_.` options.
+/// NegotiateProtocolVersion: we speak 3.0 and none of the `_pq_.` options. The version is the
+/// whole protocol number (major << 16 | minor), as PostgreSQL sends it and libpq 18 reads it.
 pub fn negotiate_protocol_version(out: &mut BytesMut, unsupported: &[String]) {
     let at = begin(out, backend::NEGOTIATE_PROTOCOL_VERSION);
-    out.put_i32(0);
+    out.put_i32(3 << 16);
     out.put_i32(unsupported.len() as i32);
     for o in unsupported {
         out.put_slice(o.as_bytes());

@@ -57,6 +57,11 @@ async fn garbage_startup_and_unsupported_protocol() {
         msgs[0].tag, b'v',
         "NegotiateProtocolVersion first: {msgs:?}"
     );
+    // Protocol 3.0 (196608, as PostgreSQL writes it), and the one option it does not know.
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(b"_pq_.future\0");
+    assert_eq!(msgs[0].body, body, "{msgs:?}");
     c.send(&query("SELECT 1")).await;
     assert!(c.until(b'Z').await.iter().any(|m| m.tag == b'D'));
     still_serves(&p).await;

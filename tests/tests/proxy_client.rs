@@ -396,3 +396,43 @@ async fn ten_million_rows_stream_with_flat_memory() {
         "peak RSS grew by {grew} KiB while streaming"
     );
 }
+
+/// libpq 18 can ask for protocol 3.2 (`max_protocol_version=3.2` or `latest`): the proxy, which
+/// speaks 3.0, answers NegotiateProtocolVersion as PostgreSQL does and the session goes on in
+/// 3.0; a client that insists on 3.2 (`min_protocol_version=3.2`) gets libpq's own refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_3_2_clients_are_negotiated_down_to_3_0() {
+    let newer = dualwrite_tests::PgBin::newer().expect(
+        "no PostgreSQL newer than the source: set TARGET_PG_BIN or install PostgreSQL 18 into /opt/pg18 (scripts/setup.sh)",
+    );
+    assert!(
+        newer.major >= 18,
+        "libpq {} cannot ask for protocol 3.2",
+        newer.major
+    );
+    let p = Passthrough::start().await;
+    let psql = |options: &str| {
+        std::process::Command::new(newer.bin("psql"))
+            .env("PGPASSWORD", dualwrite_tests::proxy::APP_PASSWORD)
+            .arg(format!(
+                "host=127.0.0.1 port={} user=app dbname=app {options}",
+                p.proxy.port()
+            ))
+            .args(["-X", "-A", "-t", "-c", "SELECT 'protocol ok'"])
+            .output()
+            .unwrap()
+    };
+    for options in ["max_protocol_version=3.2", "max_protocol_version=latest"] {
+        let out = psql(options);
+        assert!(
+            out.status.success(),
+            "{options}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "protocol ok");
+    }
+    let out = psql("min_protocol_version=3.2");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3.0"), "{err}");
+}
