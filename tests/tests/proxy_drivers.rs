@@ -1,4 +1,4 @@
-//! Client drivers other than tokio-postgres through the proxy: psycopg 3 (libpq), asyncpg,
+//! Client drivers other than tokio-postgres through the proxy: psql 18, psycopg 3 (libpq), asyncpg,
 //! node-postgres and pgjdbc, each running a small application (`tests/clients/`) that prints a
 //! transcript of everything it saw. The application runs once directly against PostgreSQL and
 //! once through the proxy in dual-write mode with every read shadowed: the transcripts must be
@@ -19,6 +19,8 @@ use dualwrite_tests::proxy::{DualWrite, APP_PASSWORD, APP_USER};
 
 #[derive(Clone, Copy, Debug)]
 enum Driver {
+    /// PostgreSQL 18's psql running `psql18_app.sql`.
+    Psql18,
     Psycopg,
     Asyncpg,
     NodePostgres,
@@ -67,6 +69,24 @@ fn executions(shadow: &serde_json::Value, statement: &str) -> u64 {
 impl Driver {
     fn command(self) -> tokio::process::Command {
         match self {
+            Driver::Psql18 => {
+                let newer = dualwrite_tests::PgBin::newer().expect(
+                    "no PostgreSQL newer than the source: set TARGET_PG_BIN or install PostgreSQL 18 into /opt/pg18 (scripts/setup.sh)",
+                );
+                assert!(
+                    newer.major >= 18,
+                    "psql {} has no pipeline commands",
+                    newer.major
+                );
+                // Errors are part of the transcript (psql writes them to stderr); a
+                // notification's sender PID differs from run to run.
+                let mut c = tokio::process::Command::new("sh");
+                c.arg("-c")
+                    .arg(r#"PGPASSWORD="$DW_PASSWORD" "$0" -X -f "$1" "host=$DW_HOST port=$DW_PORT user=$DW_USER dbname=$DW_DB" 2>&1 | sed -E 's/with PID [0-9]+/with PID (pid)/'"#)
+                    .arg(newer.bin("psql"))
+                    .arg(app("psql18_app.sql"));
+                c
+            }
             Driver::Psycopg => python("psycopg", "psycopg 3", "psycopg_app.py"),
             Driver::Asyncpg => python("asyncpg", "asyncpg", "asyncpg_app.py"),
             Driver::NodePostgres => {
@@ -191,6 +211,12 @@ async fn no_difference(driver: Driver, table: &str, tls: bool) -> serde_json::Va
         "shadow: {shadow}"
     );
     shadow
+}
+
+// psql 18's own libpq has no TLS in the PyPI build used here, so it runs without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql18_sees_no_difference() {
+    no_difference(Driver::Psql18, "drv_psql18", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
