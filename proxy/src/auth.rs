@@ -148,13 +148,17 @@ pub async fn md5(
     }
 }
 
-/// Authenticate a client with SCRAM-SHA-256 (RFC 5802/7677, no channel binding).
+/// Authenticate a client with SCRAM-SHA-256 (RFC 5802/7677). Over TLS, `end_point` is the
+/// proxy certificate's `tls-server-end-point` data: SCRAM-SHA-256-PLUS is offered too, binding
+/// the authentication to this TLS connection (libpq's `channel_binding=require`), as
+/// PostgreSQL does.
 pub async fn scram(
     r: &mut Reader,
     w: &mut Writer,
     buf: &mut BytesMut,
     user: &str,
     verifier: Option<&ScramVerifier>,
+    end_point: Option<&[u8]>,
 ) -> Result<(), AuthError> {
     let mock;
     let (verifier, known) = match verifier {
@@ -165,19 +169,28 @@ pub async fn scram(
         }
     };
     let mut out = BytesMut::new();
-    protocol::authentication(&mut out, AUTH_SASL, b"SCRAM-SHA-256\0\0");
+    let mechanisms: &[u8] = if end_point.is_some() {
+        b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"
+    } else {
+        b"SCRAM-SHA-256\0\0"
+    };
+    protocol::authentication(&mut out, AUTH_SASL, mechanisms);
     send(w, &mut out).await?;
 
     // SASLInitialResponse: mechanism, int32 length, client-first-message.
     let body = read_password(r, buf).await?;
     let (mechanism, rest) = protocol::cstr(&body)
         .ok_or_else(|| AuthError::Protocol("malformed SASL initial response".into()))?;
-    if mechanism != b"SCRAM-SHA-256" {
-        return Err(AuthError::Protocol(format!(
-            "unsupported SASL mechanism {:?}",
-            String::from_utf8_lossy(mechanism)
-        )));
-    }
+    let binding = match (mechanism, end_point) {
+        (b"SCRAM-SHA-256", _) => None,
+        (b"SCRAM-SHA-256-PLUS", Some(data)) => Some(data),
+        _ => {
+            return Err(AuthError::Protocol(format!(
+                "unsupported SASL mechanism {:?}",
+                String::from_utf8_lossy(mechanism)
+            )))
+        }
+    };
     if rest.len() < 4 {
         return Err(AuthError::Protocol(
             "malformed SASL initial response".into(),
@@ -185,7 +198,40 @@ pub async fn scram(
     }
     let client_first = std::str::from_utf8(&rest[4..])
         .map_err(|_| AuthError::Protocol("SCRAM message is not UTF-8".into()))?;
-    let (gs2_header, client_first_bare) = split_gs2(client_first)?;
+    let (gs2_header, client_first_bare, flag) = split_gs2(client_first)?;
+    match (flag, binding) {
+        (Gs2::Binding("tls-server-end-point"), Some(_)) => {}
+        (Gs2::Binding(kind), Some(_)) => {
+            return Err(AuthError::Protocol(format!(
+                "unsupported SCRAM channel binding type {kind:?}"
+            )))
+        }
+        (Gs2::Binding(_), None) => {
+            return Err(AuthError::Protocol(
+                "SCRAM-SHA-256 was selected, but the message asks for channel binding".into(),
+            ))
+        }
+        (Gs2::No | Gs2::Yes, Some(_)) => {
+            return Err(AuthError::Protocol(
+                "SCRAM-SHA-256-PLUS was selected, but the message has no channel binding".into(),
+            ))
+        }
+        // "y": the client could bind but thinks the server cannot. This one can: a
+        // downgrade, refused as RFC 5802 says.
+        (Gs2::Yes, None) if end_point.is_some() => {
+            return Err(AuthError::Protocol(
+                "SCRAM channel binding negotiation error: the client supports channel binding \
+                 but thinks the server does not; this server does"
+                    .into(),
+            ))
+        }
+        (Gs2::No | Gs2::Yes, None) => {}
+    }
+    // The client-final-message's `c=`: the gs2 header, then the channel binding data.
+    let mut expected_c = gs2_header.as_bytes().to_vec();
+    if let Some(data) = binding {
+        expected_c.extend_from_slice(data);
+    }
     let client_nonce = attribute(client_first_bare, 'r')
         .ok_or_else(|| AuthError::Protocol("SCRAM client-first-message has no nonce".into()))?;
 
@@ -205,7 +251,7 @@ pub async fn scram(
     let (without_proof, proof) = client_final
         .rsplit_once(",p=")
         .ok_or_else(|| AuthError::Protocol("SCRAM client-final-message has no proof".into()))?;
-    if attribute(without_proof, 'c') != Some(B64.encode(gs2_header.as_bytes()).as_str())
+    if attribute(without_proof, 'c') != Some(B64.encode(&expected_c).as_str())
         || attribute(without_proof, 'r') != Some(nonce.as_str())
     {
         return Err(AuthError::Protocol(
@@ -239,24 +285,34 @@ pub async fn scram(
     Ok(())
 }
 
-/// `n,,` or `y,,` then the bare message. Channel binding (`p=`) is not offered, so not accepted.
-fn split_gs2(msg: &str) -> Result<(&str, &str), AuthError> {
+/// The channel binding flag of a gs2 header.
+#[derive(Debug, PartialEq, Eq)]
+enum Gs2<'a> {
+    /// `n`: the client does not support channel binding.
+    No,
+    /// `y`: the client supports it but thinks the server does not.
+    Yes,
+    /// `p=TYPE`: the client binds to the channel with TYPE.
+    Binding(&'a str),
+}
+
+/// The gs2 header (`n,,`, `y,,` or `p=TYPE,,`), the bare message after it, and the flag.
+fn split_gs2(msg: &str) -> Result<(&str, &str, Gs2<'_>), AuthError> {
     let bad = || AuthError::Protocol("malformed SCRAM client-first-message".into());
     let mut parts = msg.splitn(3, ',');
     let cb = parts.next().ok_or_else(bad)?;
     let authzid = parts.next().ok_or_else(bad)?;
     let bare = parts.next().ok_or_else(bad)?;
-    match cb {
-        "n" | "y" => {}
-        c if c.starts_with("p=") => {
-            return Err(AuthError::Protocol(
-                "channel binding is not supported by this proxy; connect with channel_binding=prefer or disable".into(),
-            ))
-        }
-        _ => return Err(bad()),
-    }
+    let flag = match cb {
+        "n" => Gs2::No,
+        "y" => Gs2::Yes,
+        c => match c.strip_prefix("p=") {
+            Some(kind) if !kind.is_empty() => Gs2::Binding(kind),
+            _ => return Err(bad()),
+        },
+    };
     let header_len = cb.len() + authzid.len() + 2;
-    Ok((&msg[..header_len], bare))
+    Ok((&msg[..header_len], bare, flag))
 }
 
 fn attribute(msg: &str, name: char) -> Option<&str> {
@@ -308,9 +364,23 @@ mod tests {
 
     #[test]
     fn gs2_parsing() {
-        assert_eq!(split_gs2("n,,n=,r=abc").unwrap(), ("n,,", "n=,r=abc"));
-        assert_eq!(split_gs2("y,,n=,r=abc").unwrap(), ("y,,", "n=,r=abc"));
-        assert!(split_gs2("p=tls-server-end-point,,n=,r=a").is_err());
+        assert_eq!(
+            split_gs2("n,,n=,r=abc").unwrap(),
+            ("n,,", "n=,r=abc", Gs2::No)
+        );
+        assert_eq!(
+            split_gs2("y,,n=,r=abc").unwrap(),
+            ("y,,", "n=,r=abc", Gs2::Yes)
+        );
+        assert_eq!(
+            split_gs2("p=tls-server-end-point,,n=,r=a").unwrap(),
+            (
+                "p=tls-server-end-point,,",
+                "n=,r=a",
+                Gs2::Binding("tls-server-end-point")
+            )
+        );
+        assert!(split_gs2("p=,,n=,r=a").is_err());
         assert!(split_gs2("garbage").is_err());
         assert_eq!(attribute("n=,r=abc", 'r'), Some("abc"));
     }

@@ -328,6 +328,8 @@ pub struct Settings {
     pub users: HashMap<String, Arc<User>>,
     pub tls_mode: TlsMode,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Channel binding data of the proxy's certificate (SCRAM-SHA-256-PLUS over TLS).
+    pub tls_end_point: Option<Arc<[u8]>>,
     pub max_client_connections: usize,
     pub shutdown_timeout: Duration,
     pub connect_timeout: Duration,
@@ -499,7 +501,7 @@ impl Settings {
         let tls = match file.tls.mode {
             TlsMode::Disable => None,
             _ => Some(
-                crate::tls::server_config(
+                crate::tls::client_tls(
                     file.tls.cert.as_deref().ok_or_else(|| {
                         key_err("tls.cert", "is required unless tls.mode = \"disable\"")
                     })?,
@@ -526,7 +528,8 @@ impl Settings {
             auth_method: file.auth.method,
             users,
             tls_mode: file.tls.mode,
-            tls,
+            tls_end_point: tls.as_ref().and_then(|t| t.end_point.clone()),
+            tls: tls.map(|t| t.config),
             max_client_connections: file.max_client_connections,
             shutdown_timeout: duration("shutdown_timeout", &file.shutdown_timeout)?,
             connect_timeout: duration("connect_timeout", &file.connect_timeout)?,

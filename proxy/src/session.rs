@@ -215,6 +215,7 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
                     &mut buf,
                     &user,
                     user_entry.as_ref().and_then(|u| u.scram.as_ref()),
+                    settings.tls_end_point.as_deref().filter(|_| tls),
                 )
                 .await
             }

@@ -283,3 +283,42 @@ async fn node_postgres_sees_no_difference_over_tls() {
 async fn jdbc_sees_no_difference_over_tls() {
     no_difference(Driver::Jdbc, "drv_jdbc", true).await;
 }
+
+/// libpq's `channel_binding=require` over TLS: the proxy offers SCRAM-SHA-256-PLUS bound to its
+/// certificate (`tls-server-end-point`), as PostgreSQL does, so a client that insists on
+/// channel binding logs in; a wrong password is still refused. (libpq's default,
+/// `channel_binding=prefer`, binds too: every libpq TLS test here goes through it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_binds_scram_to_the_proxys_certificate() {
+    let certs = TestCerts::new(&["127.0.0.1"]);
+    let tls = format!(
+        "[tls]\nmode = \"require\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        certs.cert().display(),
+        certs.key().display()
+    );
+    let d = DualWrite::start_with("", &tls).await;
+    let out = python("psycopg", "psycopg 3", "psycopg_cbind.py")
+        .env("DW_HOST", "127.0.0.1")
+        .env("DW_PORT", d.proxy.port().to_string())
+        .env("DW_USER", APP_USER)
+        .env("DW_PASSWORD", APP_PASSWORD)
+        .env("DW_DB", "app")
+        .env("DW_SSLROOTCERT", certs.ca())
+        .output()
+        .await
+        .expect("running python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "bound login as app ssl True",
+            "wrong password refused: True"
+        ],
+        "{stdout}"
+    );
+}
