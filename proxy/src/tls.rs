@@ -113,3 +113,53 @@ pub fn server_config(
     config.alpn_protocols = vec![POSTGRESQL_ALPN.to_vec()];
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    /// A certificate-shaped DER: SEQUENCE { SEQUENCE {} (tbs), SEQUENCE { OID }, BIT STRING }.
+    fn cert_with(oid: &[u8]) -> Vec<u8> {
+        let mut alg = vec![0x06, oid.len() as u8];
+        alg.extend_from_slice(oid);
+        let mut body = vec![0x30, 0x00, 0x30, alg.len() as u8];
+        body.extend_from_slice(&alg);
+        body.extend_from_slice(&[0x03, 0x02, 0x00, 0xff]);
+        let mut der = vec![0x30, body.len() as u8];
+        der.extend_from_slice(&body);
+        der
+    }
+
+    #[test]
+    fn end_point_hash_follows_the_signature_algorithm() {
+        let sha256_rsa = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
+        let sha1_rsa = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05];
+        let sha512_rsa = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d];
+        let ecdsa_sha384 = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
+        for (oid, bits) in [
+            (&sha256_rsa[..], 256),
+            (&sha1_rsa[..], 256),
+            (&sha512_rsa[..], 512),
+            (&ecdsa_sha384[..], 384),
+        ] {
+            let der = cert_with(oid);
+            let want = match bits {
+                256 => sha2::Sha256::digest(&der).to_vec(),
+                384 => sha2::Sha384::digest(&der).to_vec(),
+                _ => sha2::Sha512::digest(&der).to_vec(),
+            };
+            assert_eq!(server_end_point(&der), Some(want), "{oid:02x?}");
+        }
+        // Ed25519 and RSASSA-PSS have no single hash: no channel binding.
+        assert_eq!(server_end_point(&cert_with(&[0x2b, 0x65, 0x70])), None);
+        let pss = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
+        assert_eq!(server_end_point(&cert_with(&pss)), None);
+        // Not a certificate.
+        assert_eq!(server_end_point(b"garbage"), None);
+        assert_eq!(
+            server_end_point(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]),
+            None
+        );
+    }
+}
