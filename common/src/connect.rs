@@ -41,6 +41,11 @@ pub fn pg_config(url: &PgUrl, application_name: &str) -> tokio_postgres::Config 
     if let Some(p) = &url.password {
         cfg.password(p.expose());
     }
+    cfg.channel_binding(match url.channel_binding {
+        crate::pgurl::ChannelBinding::Disable => tokio_postgres::config::ChannelBinding::Disable,
+        crate::pgurl::ChannelBinding::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
+        crate::pgurl::ChannelBinding::Require => tokio_postgres::config::ChannelBinding::Require,
+    });
     let live = &url.liveness;
     cfg.keepalives(live.keepalives)
         .keepalives_idle(live.idle)
@@ -67,9 +72,7 @@ pub async fn connect(url: &PgUrl, application_name: &str) -> Result<Client, Conn
     let client = match tls {
         Some(tls) => {
             let (client, conn) = cfg
-                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
-                    (*tls).clone(),
-                ))
+                .connect(crate::pgtls::MakeRustls(tls))
                 .await
                 .map_err(fail)?;
             tokio::spawn(async move {

@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod connect;
 pub mod ident;
+pub mod pgtls;
 pub mod pgurl;
 pub mod secret;
 pub mod tls;

@@ -75,6 +75,21 @@ pub struct PgUrl {
     pub connect_timeout: Option<std::time::Duration>,
     /// How a silent server is noticed (libpq's `keepalives*` and `tcp_user_timeout`).
     pub liveness: Liveness,
+    /// libpq's `channel_binding`: SCRAM bound to the server's TLS certificate.
+    pub channel_binding: ChannelBinding,
+}
+
+/// libpq's `channel_binding`: whether SCRAM authentication is bound to the TLS connection
+/// (SCRAM-SHA-256-PLUS, `tls-server-end-point`), which defeats a man in the middle that holds
+/// a certificate the client would accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ChannelBinding {
+    Disable,
+    /// Bind when the connection uses TLS and the server offers it (libpq's default).
+    #[default]
+    Prefer,
+    /// Refuse a server that does not authenticate with channel binding.
+    Require,
 }
 
 /// TCP settings that make a connection to a server that went silent (host down, network cut,
@@ -164,6 +179,7 @@ impl FromStr for PgUrl {
             application_name: None,
             connect_timeout: None,
             liveness: Liveness::default(),
+            channel_binding: ChannelBinding::default(),
         };
         for (key, value) in url.query_pairs() {
             let value = value.into_owned();
@@ -219,7 +235,19 @@ impl FromStr for PgUrl {
                         (ms > 0).then(|| std::time::Duration::from_millis(ms));
                 }
                 // Accepted by libpq and harmless to ignore here.
-                "sslnegotiation" | "target_session_attrs" | "gssencmode" | "channel_binding" => {}
+                "channel_binding" => {
+                    parsed.channel_binding = match value.as_str() {
+                        "disable" => ChannelBinding::Disable,
+                        "prefer" => ChannelBinding::Prefer,
+                        "require" => ChannelBinding::Require,
+                        _ => {
+                            return Err(UrlError::Invalid(format!(
+                                "bad channel_binding {value:?} (disable, prefer or require)"
+                            )))
+                        }
+                    }
+                }
+                "sslnegotiation" | "target_session_attrs" | "gssencmode" => {}
                 other => {
                     return Err(UrlError::Invalid(format!(
                         "unsupported URL parameter {other:?}"

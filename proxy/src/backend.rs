@@ -2,7 +2,7 @@
 //! `sslmode`, startup, authentication, and the greeting up to the first ReadyForQuery.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use dualwrite_common::pgurl::{Host, Liveness};
+use dualwrite_common::pgurl::{ChannelBinding as ChannelBindingMode, Host, Liveness};
 use dualwrite_common::Secret;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -113,11 +113,12 @@ fn set_liveness(s: &TcpStream, live: &Liveness) -> std::io::Result<()> {
     sock.set_tcp_user_timeout(live.user_timeout)
 }
 
-/// A connected transport, before startup.
+/// A connected transport, before startup, with the server certificate's channel binding data
+/// (`tls-server-end-point`) when it is TLS.
 async fn transport(
     backend: &Backend,
     timeout: std::time::Duration,
-) -> Result<(Reader, Writer), BackendError> {
+) -> Result<(Reader, Writer, Option<Vec<u8>>), BackendError> {
     let side = backend.side.name();
     let url = &backend.url;
     let endpoint = url.endpoint();
@@ -147,7 +148,8 @@ async fn transport(
             source,
         })?;
     let Some(tls) = &backend.tls else {
-        return Ok(stream.split());
+        let (r, w) = stream.split();
+        return Ok((r, w, None));
     };
     let tls_err = |reason: String| BackendError::Tls {
         side,
@@ -171,10 +173,23 @@ async fn transport(
             let name = dualwrite_common::tls::server_name(&backend.url)
                 .map_err(|e| tls_err(e.to_string()))?;
             let connector = tokio_rustls::TlsConnector::from(tls.clone());
+            fn bound<S>(t: tokio_rustls::client::TlsStream<S>) -> (Reader, Writer, Option<Vec<u8>>)
+            where
+                S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+            {
+                let end_point = t
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| dualwrite_common::tls::server_end_point(c));
+                let (r, w) = split(t);
+                (r, w, end_point)
+            }
             let handshake = async {
                 match stream {
-                    Stream::Tcp(s) => connector.connect(name, s).await.map(split),
-                    Stream::Unix(s) => connector.connect(name, s).await.map(split),
+                    Stream::Tcp(s) => connector.connect(name, s).await.map(bound),
+                    Stream::Unix(s) => connector.connect(name, s).await.map(bound),
                 }
             };
             tokio::time::timeout(timeout, handshake)
@@ -182,7 +197,10 @@ async fn transport(
                 .map_err(|_| tls_err("handshake timed out".into()))?
                 .map_err(|e| tls_err(e.to_string()))
         }
-        b'N' if !url.sslmode.requires_tls() => Ok(stream.split()),
+        b'N' if !url.sslmode.requires_tls() => {
+            let (r, w) = stream.split();
+            Ok((r, w, None))
+        }
         b'N' => Err(tls_err(
             "the server does not support TLS but sslmode requires it".into(),
         )),
@@ -238,8 +256,11 @@ pub async fn connect(
     timeout: std::time::Duration,
 ) -> Result<BackendConn, BackendError> {
     let side = backend.side.name();
-    let (mut reader, mut writer) = transport(backend, timeout).await?;
+    let (mut reader, mut writer, end_point) = transport(backend, timeout).await?;
     let io = |source| BackendError::Io { side, source };
+    let binding = backend.url.channel_binding;
+    // Whether the server authenticated with SCRAM bound to this TLS connection.
+    let mut bound = false;
 
     let mut startup: Vec<(&str, &str)> = vec![("user", user), ("database", database)];
     startup.extend(
@@ -281,6 +302,12 @@ pub async fn connect(
                     }
                     let code = body.get_i32();
                     match code {
+                        0 if binding == ChannelBindingMode::Require && !bound => {
+                            return Err(BackendError::Auth {
+                                side,
+                                reason: "channel_binding=require, but the server authenticated the proxy without channel binding".into(),
+                            })
+                        }
                         0 => {}
                         3 => {
                             let mut pw = need_password()?.expose().as_bytes().to_vec();
@@ -305,21 +332,52 @@ pub async fn connect(
                             protocol::frontend_message(&mut out, frontend::PASSWORD, &pw);
                         }
                         10 => {
-                            let offers_scram =
-                                body.split(|b| *b == 0).any(|m| m == b"SCRAM-SHA-256");
-                            if !offers_scram {
+                            let offers = |name: &[u8]| body.split(|b| *b == 0).any(|m| m == name);
+                            // As libpq: bind to the TLS connection when the server offers
+                            // SCRAM-SHA-256-PLUS (unless channel_binding=disable); say 'y'
+                            // (could bind, server did not offer) over TLS otherwise.
+                            let plus = match &end_point {
+                                Some(data)
+                                    if binding != ChannelBindingMode::Disable
+                                        && offers(b"SCRAM-SHA-256-PLUS") =>
+                                {
+                                    Some(data.clone())
+                                }
+                                _ => None,
+                            };
+                            if plus.is_none() && binding == ChannelBindingMode::Require {
+                                return Err(BackendError::Auth {
+                                    side,
+                                    reason: if end_point.is_none() {
+                                        "channel_binding=require, but the connection does not use TLS (or its certificate's signature algorithm has no channel binding)".into()
+                                    } else {
+                                        "channel_binding=require, but the server does not offer SCRAM-SHA-256-PLUS".into()
+                                    },
+                                });
+                            }
+                            if plus.is_none() && !offers(b"SCRAM-SHA-256") {
                                 return Err(BackendError::Auth {
                                     side,
                                     reason: "server offers no SASL mechanism the proxy supports"
                                         .into(),
                                 });
                             }
-                            let s = ScramSha256::new(
-                                need_password()?.expose().as_bytes(),
-                                ChannelBinding::unsupported(),
-                            );
+                            let (mechanism, cb): (&[u8], _) = match plus {
+                                Some(data) => (
+                                    b"SCRAM-SHA-256-PLUS\0",
+                                    ChannelBinding::tls_server_end_point(data),
+                                ),
+                                None if end_point.is_some()
+                                    && binding != ChannelBindingMode::Disable =>
+                                {
+                                    (b"SCRAM-SHA-256\0", ChannelBinding::unrequested())
+                                }
+                                None => (b"SCRAM-SHA-256\0", ChannelBinding::unsupported()),
+                            };
+                            bound = mechanism == b"SCRAM-SHA-256-PLUS\0";
+                            let s = ScramSha256::new(need_password()?.expose().as_bytes(), cb);
                             let mut payload = BytesMut::new();
-                            payload.put_slice(b"SCRAM-SHA-256\0");
+                            payload.put_slice(mechanism);
                             payload.put_i32(s.message().len() as i32);
                             payload.put_slice(s.message());
                             protocol::frontend_message(&mut out, frontend::PASSWORD, &payload);
@@ -414,7 +472,7 @@ pub async fn cancel(
     secret: &[u8],
     timeout: std::time::Duration,
 ) -> Result<(), BackendError> {
-    let (mut reader, mut writer) = transport(backend, timeout).await?;
+    let (mut reader, mut writer, _) = transport(backend, timeout).await?;
     let mut out = BytesMut::new();
     out.put_i32(12 + secret.len() as i32);
     out.put_i32(protocol::CANCEL_REQUEST);

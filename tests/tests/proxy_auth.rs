@@ -312,3 +312,81 @@ async fn direct_tls_needs_alpn_postgresql() {
         1
     );
 }
+
+/// libpq's `channel_binding` on the backend URLs: over TLS the proxy binds its SCRAM login to
+/// the server's certificate (SCRAM-SHA-256-PLUS) as libpq does; with `require` it refuses a
+/// server that did not authenticate it that way (here: no TLS), naming the reason. The proxy's
+/// own connections (`check`) honour it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_channel_binding_follows_the_url() {
+    let certs = TestCerts::new(&["localhost", "127.0.0.1"]);
+    let conf: Vec<String> = certs.server_conf();
+    let conf: Vec<&str> = conf.iter().map(String::as_str).collect();
+    let c = Cluster::start_with(&PgBin::source(), &conf);
+    c.create_role("app", APP_PASSWORD, "");
+    c.psql("postgres", "CREATE DATABASE app OWNER app");
+    let proxy_for = |params: &str| {
+        format!(
+            "[source]\nurl = \"postgres://app:{APP_PASSWORD}@127.0.0.1:{}/app?{params}\"\n\
+             [auth]\nmethod = \"scram-sha-256\"\nusers = [{{ name = \"app\", password = \"{APP_PASSWORD}\" }}]\n",
+            c.port,
+        )
+    };
+    let bound = proxy_for(&format!(
+        "sslmode=verify-full&sslrootcert={}&channel_binding=require",
+        certs.ca().display()
+    ));
+    let proxy = ProxyHandle::start(&bound).await;
+    let client = connect(&proxy.url("app", APP_PASSWORD, "app"))
+        .await
+        .unwrap();
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl);
+    let settings = dualwrite_proxy::Settings::from_toml(&format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"\"\n{bound}"
+    ))
+    .unwrap();
+    let checked = dualwrite_proxy::check(&settings).await;
+    assert!(checked.is_ok(), "{checked:?}");
+
+    // Without TLS nothing can be bound: the backend session is refused, with the reason in
+    // the proxy's log (the client sees 08001 and no detail).
+    let unbound_toml = proxy_for("sslmode=disable&channel_binding=require");
+    let unbound = ProxyHandle::start(&unbound_toml).await;
+    let err = connect(&unbound.url("app", APP_PASSWORD, "app"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "08001", "{err:?}");
+    let settings = dualwrite_proxy::Settings::from_toml(&format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"\"\n{unbound_toml}"
+    ))
+    .unwrap();
+    let password = dualwrite_common::Secret::new(APP_PASSWORD);
+    let refused = dualwrite_proxy::backend::connect(
+        &settings.source,
+        "app",
+        "app",
+        Some(&password),
+        &[],
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .err()
+    .expect("a session without channel binding is refused");
+    assert!(
+        refused.to_string().contains("channel_binding=require"),
+        "{refused}"
+    );
+    // The same without channel_binding=require: the session opens.
+    let plain = ProxyHandle::start(&proxy_for("sslmode=disable")).await;
+    assert!(connect(&plain.url("app", APP_PASSWORD, "app"))
+        .await
+        .is_ok());
+}
