@@ -92,5 +92,42 @@ pub async fn connect(url: &PgUrl, application_name: &str) -> Result<Client, Conn
             client
         }
     };
+    server_side_liveness(&client, url).await.map_err(fail)?;
     Ok(client)
+}
+
+/// Ask the server to probe its end of the connection too (`tcp_keepalives_*`,
+/// `tcp_user_timeout`, settable by any session), with the URL's settings. Otherwise a session
+/// whose client vanished behind a silent network lives on in the server until the server's
+/// own keepalives notice (two hours by default), holding its locks: the backfill's claim on a
+/// unit, a transaction's row locks. Settings the server does not have (older versions) are
+/// skipped; over a Unix socket the server ignores them.
+async fn server_side_liveness(client: &Client, url: &PgUrl) -> Result<(), tokio_postgres::Error> {
+    let live = &url.liveness;
+    if !live.keepalives || !matches!(url.host, Host::Tcp(_)) {
+        return Ok(());
+    }
+    let settings = [
+        ("tcp_keepalives_idle", live.idle.as_secs().to_string()),
+        (
+            "tcp_keepalives_interval",
+            live.interval.as_secs().to_string(),
+        ),
+        ("tcp_keepalives_count", live.count.to_string()),
+        (
+            "tcp_user_timeout",
+            live.user_timeout.map_or(0, |t| t.as_millis()).to_string(),
+        ),
+    ];
+    let names: Vec<&str> = settings.iter().map(|(n, _)| *n).collect();
+    let values: Vec<&str> = settings.iter().map(|(_, v)| v.as_str()).collect();
+    client
+        .execute(
+            "SELECT set_config(v.name, v.setting, false)
+               FROM unnest($1::text[], $2::text[]) AS v(name, setting)
+               JOIN pg_settings s ON s.name = v.name",
+            &[&names, &values],
+        )
+        .await?;
+    Ok(())
 }
