@@ -104,6 +104,15 @@ impl TestCerts {
         self.dir.path()
     }
 
+    /// The proxy's `[tls]` section requiring TLS from clients with this certificate.
+    pub fn proxy_tls_section(&self) -> String {
+        format!(
+            "[tls]\nmode = \"require\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            self.cert().display(),
+            self.key().display()
+        )
+    }
+
     /// `postgresql.conf` lines that turn on TLS with this certificate.
     pub fn server_conf(&self) -> Vec<String> {
         vec![

@@ -21,6 +21,7 @@ pub mod bins;
 pub mod certs;
 pub mod cluster;
 pub mod faults;
+pub mod load;
 pub mod pair;
 pub mod pgbin;
 pub mod proxy;

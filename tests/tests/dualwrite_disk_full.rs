@@ -4,11 +4,10 @@
 //! while that backlog is small and wait once it reaches `[journal] max_backlog_bytes`, and
 //! once the disk has room again everything is on disk, replayed, and both sides are identical.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dualwrite_tests::faults::TinyDisk;
+use dualwrite_tests::load::Writers;
 use dualwrite_tests::proxy::DualWrite;
 
 async fn journal(d: &DualWrite) -> serde_json::Value {
@@ -48,36 +47,10 @@ async fn a_full_journal_disk_loses_no_write() {
     )
     .await;
     d.both(
-        "CREATE TABLE events (id bigint PRIMARY KEY, writer int, note text);
+        "CREATE TABLE events (id bigint PRIMARY KEY, writer int, note text DEFAULT repeat('n', 200));
          GRANT ALL ON events TO app",
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut writers = Vec::new();
-    for w in 0..2i64 {
-        let c = d.client().await;
-        let (stop, errors, done) = (stop.clone(), errors.clone(), done.clone());
-        writers.push(tokio::spawn(async move {
-            let ins = c
-                .prepare("INSERT INTO events VALUES ($1, $2, $3)")
-                .await
-                .unwrap();
-            let note = "n".repeat(200);
-            let mut i = 0i64;
-            while !stop.load(Ordering::Acquire) {
-                let id = w * 1_000_000 + i;
-                if let Err(e) = c.execute(&ins, &[&id, &(w as i32), &note]).await {
-                    eprintln!("writer {w}: {e}");
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            i
-        }));
-    }
+    let writers = Writers::start(&d, 2, false).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The target goes down: its writes are journaled.
@@ -95,10 +68,10 @@ async fn a_full_journal_disk_loses_no_write() {
     .await;
     let missed_when_full = j["missed"].as_u64().unwrap();
     // A small backlog: clients go on.
-    let before = done.load(Ordering::Relaxed);
+    let before = writers.done();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        done.load(Ordering::Relaxed) > before,
+        writers.done() > before,
         "clients stopped at once when the journal's disk filled: {j}"
     );
     // What got on disk before it filled is whole: the failed writes were cut back.
@@ -114,10 +87,10 @@ async fn a_full_journal_disk_loses_no_write() {
     })
     .await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut stalled = done.load(Ordering::Relaxed);
+    let mut stalled = writers.done();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = done.load(Ordering::Relaxed);
+        let now = writers.done();
         if now == stalled {
             break;
         }
@@ -128,7 +101,7 @@ async fn a_full_journal_disk_loses_no_write() {
         stalled = now;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(done.load(Ordering::Relaxed), stalled, "{j}");
+    assert_eq!(writers.done(), stalled, "{j}");
     let j = journal(&d).await;
     assert_eq!(j["write_failing"], true, "{j}");
 
@@ -139,10 +112,7 @@ async fn a_full_journal_disk_loses_no_write() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        done.load(Ordering::Relaxed) > stalled,
-        "clients did not resume: {j}"
-    );
+    assert!(writers.done() > stalled, "clients did not resume: {j}");
     let (records, report) =
         dualwrite_proxy::journal::read_records(d.journal_dir.path()).expect("journal reads");
     assert_eq!(report.torn_tail_bytes, 0);
@@ -165,12 +135,8 @@ async fn a_full_journal_disk_loses_no_write() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::Release);
-    let mut written = 0;
-    for w in writers {
-        written += w.await.unwrap();
-    }
-    assert_eq!(errors.load(Ordering::Relaxed), 0, "clients saw errors");
+    let (written, errors) = writers.finish().await;
+    assert_eq!(errors, 0, "clients saw errors");
     let events = d
         .assert_same(
             "SELECT count(*) || ' ' || md5(string_agg(id::text || note, ',' ORDER BY id)) FROM events",

@@ -3,10 +3,9 @@
 //! does it by itself, and `journal replay` finds nothing left) both sides are identical,
 //! including non-commutative updates made during the outage.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use dualwrite_tests::load::Writers;
 use dualwrite_tests::proxy::DualWrite;
 
 async fn wait_attached(d: &DualWrite, want: bool) -> serde_json::Value {
@@ -32,38 +31,7 @@ async fn target_outage_loses_nothing() {
          INSERT INTO kv VALUES (1, 'start');
          GRANT ALL ON events, kv TO app",
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut writers = Vec::new();
-    for w in 0..4i64 {
-        let c = d.client().await;
-        let (stop, errors) = (stop.clone(), errors.clone());
-        writers.push(tokio::spawn(async move {
-            let ins = c
-                .prepare("INSERT INTO events (id, writer) VALUES ($1, $2)")
-                .await
-                .unwrap();
-            let mut i = 0i64;
-            while !stop.load(Ordering::Acquire) {
-                let id = w * 1_000_000 + i;
-                let r = if i % 10 == 9 {
-                    // Every tenth write in an explicit transaction.
-                    c.batch_execute(&format!(
-                        "BEGIN; INSERT INTO events (id, writer) VALUES ({id}, {w}); COMMIT"
-                    ))
-                    .await
-                } else {
-                    c.execute(&ins, &[&id, &(w as i32)]).await.map(|_| ())
-                };
-                if r.is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            i
-        }));
-    }
+    let writers = Writers::start(&d, 4, true).await;
     let kv = d.client().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -89,12 +57,8 @@ async fn target_outage_loses_nothing() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Release);
-    let mut written = 0;
-    for w in writers {
-        written += w.await.unwrap();
-    }
-    assert_eq!(errors.load(Ordering::Relaxed), 0, "clients saw errors");
+    let (written, errors) = writers.finish().await;
+    assert_eq!(errors, 0, "clients saw errors");
     assert!(written > 100, "only {written} writes");
 
     let status = wait_attached(&d, true).await;

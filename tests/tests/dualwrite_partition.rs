@@ -6,11 +6,10 @@
 //! network is back the journal is replayed and both sides are identical, non-commutative
 //! updates included.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dualwrite_tests::faults::Partition;
+use dualwrite_tests::load::Writers;
 use dualwrite_tests::proxy::DualWrite;
 
 async fn wait_attached(d: &DualWrite, want: bool, secs: u64) -> serde_json::Value {
@@ -49,41 +48,7 @@ async fn a_silent_target_does_not_stall_clients_and_loses_nothing() {
          INSERT INTO kv VALUES (1, 'start');
          GRANT ALL ON events, kv TO app",
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    // Writes completed so far, across writers.
-    let done = Arc::new(AtomicU64::new(0));
-    let mut writers = Vec::new();
-    for w in 0..4i64 {
-        let c = d.client().await;
-        let (stop, errors, done) = (stop.clone(), errors.clone(), done.clone());
-        writers.push(tokio::spawn(async move {
-            let ins = c
-                .prepare("INSERT INTO events (id, writer) VALUES ($1, $2)")
-                .await
-                .unwrap();
-            let mut i = 0i64;
-            while !stop.load(Ordering::Acquire) {
-                let id = w * 1_000_000 + i;
-                let r = if i % 10 == 9 {
-                    c.batch_execute(&format!(
-                        "BEGIN; INSERT INTO events (id, writer) VALUES ({id}, {w}); COMMIT"
-                    ))
-                    .await
-                } else {
-                    c.execute(&ins, &[&id, &(w as i32)]).await.map(|_| ())
-                };
-                if let Err(e) = r {
-                    eprintln!("writer {w}: {e}");
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                done.fetch_add(1, Ordering::Relaxed);
-                i += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            i
-        }));
-    }
+    let writers = Writers::start(&d, 4, true).await;
     let kv = d.client().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -105,9 +70,9 @@ async fn a_silent_target_does_not_stall_clients_and_loses_nothing() {
     // Well after the silent target was given up, with the network still cut, clients write
     // on: nothing waits for the target any more.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = done.load(Ordering::Relaxed);
+    let before = writers.done();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let during = done.load(Ordering::Relaxed) - before;
+    let during = writers.done() - before;
     assert!(
         during > 50,
         "clients stalled while the target was silent: {during} writes in 3 s; {status}"
@@ -130,12 +95,8 @@ async fn a_silent_target_does_not_stall_clients_and_loses_nothing() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Release);
-    let mut written = 0;
-    for w in writers {
-        written += w.await.unwrap();
-    }
-    assert_eq!(errors.load(Ordering::Relaxed), 0, "clients saw errors");
+    let (written, errors) = writers.finish().await;
+    assert_eq!(errors, 0, "clients saw errors");
 
     let events = d
         .assert_same(

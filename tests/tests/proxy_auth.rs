@@ -118,11 +118,7 @@ async fn backend_passwords_per_side_and_backend_refusals_are_relayed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_tls_required_and_verified() {
     let certs = TestCerts::new(&["localhost", "127.0.0.1"]);
-    let extra = format!(
-        "[tls]\nmode = \"require\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        certs.cert().display(),
-        certs.key().display()
-    );
+    let extra = certs.proxy_tls_section();
     let p = Passthrough::start_with("scram-sha-256", &extra).await;
     // Plain connections are refused.
     let err = connect(&p.url()).await.unwrap_err();
@@ -162,14 +158,32 @@ async fn client_tls_required_and_verified() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over tls");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backend_tls_verify_full_checks_the_chain_and_the_name() {
-    let certs = TestCerts::new(&["db.internal"]);
+/// A cluster serving TLS with `certs`, with the role `app` and its database `app`.
+fn tls_cluster(certs: &TestCerts) -> Cluster {
     let conf: Vec<String> = certs.server_conf();
     let conf: Vec<&str> = conf.iter().map(String::as_str).collect();
     let c = Cluster::start_with(&PgBin::source(), &conf);
     c.create_role("app", APP_PASSWORD, "");
     c.psql("postgres", "CREATE DATABASE app OWNER app");
+    c
+}
+
+/// Whether the backend session behind `client` (through the proxy) is encrypted.
+async fn backend_uses_tls(client: &tokio_postgres::Client) -> bool {
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_verify_full_checks_the_chain_and_the_name() {
+    let certs = TestCerts::new(&["db.internal"]);
+    let c = tls_cluster(&certs);
     let proxy_for = |sslmode: &str, ca: &std::path::Path| {
         format!(
             "[source]\nurl = \"postgres://postgres:postgres@127.0.0.1:{}/app?sslmode={sslmode}&sslrootcert={}\"\n\
@@ -183,14 +197,7 @@ async fn backend_tls_verify_full_checks_the_chain_and_the_name() {
     let client = connect(&proxy.url("app", APP_PASSWORD, "app"))
         .await
         .unwrap();
-    let ssl: bool = client
-        .query_one(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ssl = backend_uses_tls(&client).await;
     assert!(ssl, "backend session must be encrypted");
     // verify-full: the name does not match: refused with 08001, no details leaked.
     let proxy = ProxyHandle::start(&proxy_for("verify-full", &certs.ca())).await;
@@ -240,11 +247,7 @@ async fn max_client_connections_gives_53300() {
 async fn direct_tls_needs_alpn_postgresql() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let certs = TestCerts::new(&["localhost", "127.0.0.1"]);
-    let extra = format!(
-        "[tls]\nmode = \"require\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        certs.cert().display(),
-        certs.key().display()
-    );
+    let extra = certs.proxy_tls_section();
     let p = Passthrough::start_with("scram-sha-256", &extra).await;
     let plain = Passthrough::start().await;
     let url: PgUrl = format!(
@@ -320,11 +323,7 @@ async fn direct_tls_needs_alpn_postgresql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_channel_binding_follows_the_url() {
     let certs = TestCerts::new(&["localhost", "127.0.0.1"]);
-    let conf: Vec<String> = certs.server_conf();
-    let conf: Vec<&str> = conf.iter().map(String::as_str).collect();
-    let c = Cluster::start_with(&PgBin::source(), &conf);
-    c.create_role("app", APP_PASSWORD, "");
-    c.psql("postgres", "CREATE DATABASE app OWNER app");
+    let c = tls_cluster(&certs);
     let proxy_for = |params: &str| {
         format!(
             "[source]\nurl = \"postgres://app:{APP_PASSWORD}@127.0.0.1:{}/app?{params}\"\n\
@@ -340,14 +339,7 @@ async fn backend_channel_binding_follows_the_url() {
     let client = connect(&proxy.url("app", APP_PASSWORD, "app"))
         .await
         .unwrap();
-    let ssl: bool = client
-        .query_one(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ssl = backend_uses_tls(&client).await;
     assert!(ssl);
     let settings = dualwrite_proxy::Settings::from_toml(&format!(
         "listen = \"127.0.0.1:0\"\nadmin_listen = \"\"\n{bound}"

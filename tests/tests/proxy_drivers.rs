@@ -163,13 +163,7 @@ async fn no_difference(driver: Driver, table: &str, tls: bool) -> serde_json::Va
     let certs = tls.then(|| TestCerts::new(&["127.0.0.1"]));
     let tls_section = certs
         .as_ref()
-        .map(|c| {
-            format!(
-                "[tls]\nmode = \"require\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                c.cert().display(),
-                c.key().display()
-            )
-        })
+        .map(|c| c.proxy_tls_section())
         .unwrap_or_default();
     let d = DualWrite::start_with("shadow_reads = 1.0", &tls_section).await;
     d.source
@@ -291,11 +285,7 @@ async fn jdbc_sees_no_difference_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_binds_scram_to_the_proxys_certificate() {
     let certs = TestCerts::new(&["127.0.0.1"]);
-    let tls = format!(
-        "[tls]\nmode = \"require\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        certs.cert().display(),
-        certs.key().display()
-    );
+    let tls = certs.proxy_tls_section();
     let d = DualWrite::start_with("", &tls).await;
     let out = python("psycopg", "psycopg 3", "psycopg_cbind.py")
         .env("DW_HOST", "127.0.0.1")
