@@ -209,15 +209,30 @@ impl Cluster {
 
     /// Run SQL with psql as the superuser (ON_ERROR_STOP); returns stdout (unaligned, tuples only).
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = run(
-            Command::new(self.bin.bin("psql"))
-                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-                .arg(self.url(db))
-                .arg("-c")
-                .arg(sql),
-            "psql",
-        );
+        let out = run(&mut self.psql_command(db, sql), "psql");
         String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    /// [`Cluster::psql`], returning psql's error output instead of panicking when it fails.
+    pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = self
+            .psql_command(db, sql)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim_end().to_string())
+        }
+    }
+
+    fn psql_command(&self, db: &str, sql: &str) -> Command {
+        let mut c = Command::new(self.bin.bin("psql"));
+        c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(self.url(db))
+            .arg("-c")
+            .arg(sql);
+        c
     }
 
     /// Create a database owned by the superuser.

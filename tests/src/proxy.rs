@@ -314,20 +314,21 @@ impl DualWrite {
     }
 
     /// The same query's output on source and target, retried until equal (the secondary
-    /// applies writes a moment after the primary) or 20 s have passed.
+    /// applies writes a moment after the primary: even the table may not be there yet) or
+    /// 20 s have passed. The source must answer.
     pub async fn assert_same(&self, sql: &str) -> String {
-        let mut last = (String::new(), String::new());
+        let mut last = (String::new(), Ok(String::new()));
         for _ in 0..100 {
             let s = self.source.psql("app", sql);
-            let t = self.target.psql("app", sql);
-            if s == t {
+            let t = self.target.try_psql("app", sql);
+            if t.as_ref() == Ok(&s) {
                 return s;
             }
             last = (s, t);
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         panic!(
-            "source and target differ for {sql}:\nsource: {}\ntarget: {}",
+            "source and target differ for {sql}:\nsource: {}\ntarget: {:?}",
             last.0, last.1
         );
     }

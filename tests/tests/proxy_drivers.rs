@@ -79,10 +79,10 @@ impl Driver {
                     newer.major
                 );
                 // Errors are part of the transcript (psql writes them to stderr); a
-                // notification's sender PID differs from run to run.
+                // notification's sender PID and `\watch`'s clock differ from run to run.
                 let mut c = tokio::process::Command::new("sh");
                 c.arg("-c")
-                    .arg(r#"PGPASSWORD="$DW_PASSWORD" "$0" -X -f "$1" "host=$DW_HOST port=$DW_PORT user=$DW_USER dbname=$DW_DB" 2>&1 | sed -E 's/with PID [0-9]+/with PID (pid)/'"#)
+                    .arg(r#"PGPASSWORD="$DW_PASSWORD" "$0" -X -f "$1" "host=$DW_HOST port=$DW_PORT user=$DW_USER dbname=$DW_DB" 2>&1 | sed -E -e 's/with PID [0-9]+/with PID (pid)/' -e 's/^[A-Z][a-z]{2} [A-Z][a-z]{2} +[0-9]+ [0-9:]{8} [0-9]{4} \(every/(time) (every/'"#)
                     .arg(newer.bin("psql"))
                     .arg(app("psql18_app.sql"));
                 c
