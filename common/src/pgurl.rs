@@ -427,6 +427,26 @@ mod tests {
     }
 
     #[test]
+    fn channel_binding_parameter() {
+        let cb = |q: &str| {
+            format!("postgres://u@h/db{q}")
+                .parse::<PgUrl>()
+                .map(|u| u.channel_binding)
+        };
+        assert_eq!(cb("").unwrap(), ChannelBinding::Prefer);
+        assert_eq!(
+            cb("?channel_binding=disable").unwrap(),
+            ChannelBinding::Disable
+        );
+        assert_eq!(
+            cb("?channel_binding=require").unwrap(),
+            ChannelBinding::Require
+        );
+        let err = cb("?channel_binding=always").unwrap_err();
+        assert!(err.to_string().contains("channel_binding"), "{err}");
+    }
+
+    #[test]
     fn defaults_and_errors() {
         let u: PgUrl = "postgresql://postgres@127.0.0.1/".parse().unwrap();
         assert_eq!(u.port, 5432);
