@@ -285,6 +285,36 @@ impl DualWrite {
         serde_json::from_str(&self.proxy.admin_get("/status").await).expect("status is JSON")
     }
 
+    /// `/status` once `pred` holds on it, polled every 100 ms; panics naming `what` after
+    /// `secs` seconds.
+    pub async fn wait_status(
+        &self,
+        secs: u64,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let s = self.status().await;
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} not seen in {secs} s: {s}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `/status` once `secondary_attached` is `want`, or panic after `secs` seconds.
+    pub async fn wait_attached(&self, want: bool, secs: u64) -> serde_json::Value {
+        self.wait_status(secs, &format!("secondary_attached = {want}"), |s| {
+            s["dual_write"]["secondary_attached"] == want
+        })
+        .await
+    }
+
     /// `/status` once the journal holds `n` missed records (or after 5 s, for the caller to
     /// assert on).
     pub async fn status_after_missed(&self, n: u64) -> serde_json::Value {

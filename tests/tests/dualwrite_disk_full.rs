@@ -14,25 +14,16 @@ async fn journal(d: &DualWrite) -> serde_json::Value {
     d.status().await["dual_write"]["journal"].clone()
 }
 
-/// Poll `/status` until `pred` holds on the journal's part, or panic after `secs`.
+/// The journal's part of `/status` once `pred` holds on it, or panic after `secs`.
 async fn wait_journal(
     d: &DualWrite,
     secs: u64,
     what: &str,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let j = journal(d).await;
-        if pred(&j) {
-            return j;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} not seen in {secs} s: {j}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    d.wait_status(secs, what, |s| pred(&s["dual_write"]["journal"]))
+        .await["dual_write"]["journal"]
+        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,15 +117,7 @@ async fn a_full_journal_disk_loses_no_write() {
 
     // The target comes back: the journal is replayed and both sides hold every write.
     d.target.restart();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while d.status().await["dual_write"]["secondary_attached"] != true {
-        assert!(
-            Instant::now() < deadline,
-            "never re-attached: {}",
-            d.status().await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    d.wait_attached(true, 90).await;
     let (written, errors) = writers.finish().await;
     assert_eq!(errors, 0, "clients saw errors");
     let events = d

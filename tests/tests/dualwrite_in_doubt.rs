@@ -9,19 +9,10 @@ use std::time::Duration;
 use dualwrite_tests::faults::CutRelay;
 use dualwrite_tests::proxy::DualWrite;
 
-/// Wait for the secondary to re-attach. The proxy retries a failed replay with a backoff that
-/// doubles up to 30 s (a replay can itself meet the relay's cut, or a target still
-/// restarting), so the wait covers more than two of the longest pauses.
-async fn wait_attached(d: &DualWrite) -> serde_json::Value {
-    for _ in 0..750 {
-        let s = d.status().await;
-        if s["dual_write"]["secondary_attached"] == true {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the secondary never re-attached: {}", d.status().await);
-}
+/// How long to wait for the secondary to re-attach. The proxy retries a failed replay with a
+/// backoff that doubles up to 30 s (a replay can itself meet the relay's cut, or a target
+/// still restarting), so the wait covers more than two of the longest pauses.
+const REATTACH_SECS: u64 = 75;
 
 async fn wait_cut(relay: &CutRelay, n: u32) {
     for _ in 0..100 {
@@ -61,7 +52,7 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
         .await
         .unwrap();
     wait_cut(&relay, 1).await;
-    wait_attached(&d).await;
+    d.wait_attached(true, REATTACH_SECS).await;
 
     // A transaction: the target commits it, the answer to COMMIT is lost.
     relay.arm("COMMIT");
@@ -71,7 +62,7 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
     .await
     .unwrap();
     wait_cut(&relay, 2).await;
-    wait_attached(&d).await;
+    d.wait_attached(true, REATTACH_SECS).await;
 
     // Extended protocol with parameters.
     relay.arm("INSERT");
@@ -79,7 +70,7 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
         .await
         .unwrap();
     wait_cut(&relay, 3).await;
-    let status = wait_attached(&d).await;
+    let status = d.wait_attached(true, REATTACH_SECS).await;
 
     // Writes after the re-attach go to both again.
     c.execute("INSERT INTO events VALUES (5, 'after')", &[])

@@ -8,20 +8,6 @@ use std::time::Duration;
 use dualwrite_tests::load::Writers;
 use dualwrite_tests::proxy::DualWrite;
 
-async fn wait_attached(d: &DualWrite, want: bool) -> serde_json::Value {
-    for _ in 0..300 {
-        let s = d.status().await;
-        if s["dual_write"]["secondary_attached"] == want {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "secondary_attached never became {want}: {}",
-        d.status().await
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_outage_loses_nothing() {
     let mut d = DualWrite::start_with("", "[secondary]\nreconnect_backoff = \"200ms\"\n").await;
@@ -44,7 +30,7 @@ async fn target_outage_loses_nothing() {
     kv.execute("UPDATE kv SET v = 'y' WHERE k = 1", &[])
         .await
         .unwrap();
-    let status = wait_attached(&d, false).await;
+    let status = d.wait_attached(false, 30).await;
     assert!(
         status["dual_write"]["journal"]["missed"].as_u64().unwrap() > 0,
         "{status}"
@@ -61,7 +47,7 @@ async fn target_outage_loses_nothing() {
     assert_eq!(errors, 0, "clients saw errors");
     assert!(written > 100, "only {written} writes");
 
-    let status = wait_attached(&d, true).await;
+    let status = d.wait_attached(true, 30).await;
     assert!(
         status["dual_write"]["journal"]["missed"].as_u64().unwrap() > 0,
         "{status}"

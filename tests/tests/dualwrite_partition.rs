@@ -12,21 +12,6 @@ use dualwrite_tests::faults::Partition;
 use dualwrite_tests::load::Writers;
 use dualwrite_tests::proxy::DualWrite;
 
-async fn wait_attached(d: &DualWrite, want: bool, secs: u64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let s = d.status().await;
-        if s["dual_write"]["secondary_attached"] == want {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "secondary_attached never became {want} in {secs} s: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_target_does_not_stall_clients_and_loses_nothing() {
     // A small lag bound: a secondary session that waited on the silent target without end
@@ -62,7 +47,7 @@ async fn a_silent_target_does_not_stall_clients_and_loses_nothing() {
     kv.execute("UPDATE kv SET v = 'y' WHERE k = 1", &[])
         .await
         .unwrap();
-    let status = wait_attached(&d, false, 30).await;
+    let status = d.wait_attached(false, 30).await;
     eprintln!(
         "secondary detached {:.1} s after the cut",
         cut_at.elapsed().as_secs_f64()
@@ -86,7 +71,7 @@ async fn a_silent_target_does_not_stall_clients_and_loses_nothing() {
 
     partition.heal();
     let back_at = Instant::now();
-    let status = wait_attached(&d, true, 90).await;
+    let status = d.wait_attached(true, 90).await;
     eprintln!(
         "re-attached {:.1} s after the network came back",
         back_at.elapsed().as_secs_f64()
