@@ -13,6 +13,17 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Er
     Ok(client)
 }
 
+/// A client of the TLS proxy on `port` verifying its certificate and name (`verify-full`).
+async fn verified_client(port: u16, certs: &TestCerts) -> tokio_postgres::Client {
+    let url: PgUrl = format!(
+        "postgres://app:{APP_PASSWORD}@127.0.0.1:{port}/app?sslmode=verify-full&sslrootcert={}",
+        certs.ca().display()
+    )
+    .parse()
+    .unwrap();
+    dualwrite_common::connect(&url, "test").await.unwrap()
+}
+
 fn code(e: &tokio_postgres::Error) -> String {
     e.code()
         .map(|c| c.code().to_string())
@@ -124,14 +135,7 @@ async fn client_tls_required_and_verified() {
     let err = connect(&p.url()).await.unwrap_err();
     assert_eq!(code(&err), "28000");
     // TLS with full verification of the proxy's certificate works.
-    let url: PgUrl = format!(
-        "postgres://app:{APP_PASSWORD}@127.0.0.1:{}/app?sslmode=verify-full&sslrootcert={}",
-        p.proxy.port(),
-        certs.ca().display()
-    )
-    .parse()
-    .unwrap();
-    let c = dualwrite_common::connect(&url, "test").await.unwrap();
+    let c = verified_client(p.proxy.port(), &certs).await;
     assert_eq!(
         c.query_one("SELECT 41 + 1", &[])
             .await
@@ -302,14 +306,7 @@ async fn direct_tls_needs_alpn_postgresql() {
     );
     // Both keep serving.
     assert!(connect(&plain.url()).await.is_ok());
-    let url: PgUrl = format!(
-        "postgres://app:{APP_PASSWORD}@127.0.0.1:{}/app?sslmode=verify-full&sslrootcert={}",
-        p.proxy.port(),
-        certs.ca().display()
-    )
-    .parse()
-    .unwrap();
-    let c = dualwrite_common::connect(&url, "test").await.unwrap();
+    let c = verified_client(p.proxy.port(), &certs).await;
     assert_eq!(
         c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
         1
