@@ -24,6 +24,7 @@
 //! - `metrics`: metric names, descriptions and cached handles.
 //! - `classify`: which statements must reach the secondary (writes, session state) and which are pure reads.
 
+pub mod abandoned;
 pub mod admin;
 pub mod admin_client;
 pub mod auth;

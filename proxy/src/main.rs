@@ -297,7 +297,7 @@ async fn journal(action: JournalAction) -> ExitCode {
             }
         }
         JournalAction::Replay { .. } => {
-            let result = dualwrite_proxy::replay::replay(&settings, &mut |ev| match ev {
+            let result = dualwrite_proxy::replay::replay(&settings, None, &mut |ev| match ev {
                 dualwrite_proxy::replay::ReplayEvent::Applied { seq, statements } => {
                     println!("applied  record {seq} ({statements} statement(s))")
                 }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
+use crate::abandoned::Abandoned;
 use crate::backend;
 use crate::config::{Backend, Settings};
 use crate::journal::{self, Record, RecordKind};
@@ -92,6 +93,8 @@ struct Conn {
     reader: Reader,
     writer: Writer,
     buf: BytesMut,
+    /// The server's process id for it (BackendKeyData).
+    pid: Option<i32>,
 }
 
 fn query(sql: &str) -> BytesMut {
@@ -170,6 +173,7 @@ fn password(
 /// Replay every unapplied `Missed` record to the secondary, in order.
 pub async fn replay(
     settings: &Settings,
+    abandoned: Option<&Abandoned>,
     report: &mut (dyn FnMut(ReplayEvent) + Send),
 ) -> Result<ReplaySummary, ReplayError> {
     let secondary = settings
@@ -206,7 +210,7 @@ pub async fn replay(
             .filter(|r| r.kind == RecordKind::Missed)
             .filter(|r| side_of(r).is_some_and(|b| b.side == backend.side))
             .collect();
-        replay_to(settings, &backend, &missed, report, &mut summary).await?;
+        replay_to(settings, abandoned, &backend, &missed, report, &mut summary).await?;
     }
     Ok(summary)
 }
@@ -214,6 +218,7 @@ pub async fn replay(
 /// Replay `missed` (in order) to `backend`.
 async fn replay_to(
     settings: &Settings,
+    abandoned: Option<&Abandoned>,
     backend: &Backend,
     missed: &[&Record],
     report: &mut (dyn FnMut(ReplayEvent) + Send),
@@ -227,6 +232,16 @@ async fn replay_to(
             side: backend.side.name(),
             reason: e.to_string(),
         })?;
+    // Sessions the proxy lost on this side may live on in the server, holding locks of the very
+    // transactions about to be replayed: end them first.
+    if let Some(a) = abandoned.filter(|a| a.pending(backend.side) > 0) {
+        a.end_on(backend, &admin)
+            .await
+            .map_err(|e| ReplayError::Marker {
+                side: backend.side.name(),
+                reason: format!("ending lost sessions: {e}"),
+            })?;
+    }
     admin
         .batch_execute(MARKER_SQL)
         .await
@@ -248,6 +263,43 @@ async fn replay_to(
         .map(|r| r.get(0))
         .collect();
     let mut conns: HashMap<(String, String), Conn> = HashMap::new();
+    let result = apply(
+        settings, backend, missed, &id, &done, &mut conns, report, summary,
+    )
+    .await;
+    match &result {
+        // The server may not have seen these connections end (see `abandoned`).
+        Err(ReplayError::Lost { .. }) => {
+            if let Some(a) = abandoned {
+                for ((user, database), c) in &conns {
+                    if let Some(pid) = c.pid {
+                        a.record(backend.side, pid, user, database);
+                    }
+                }
+            }
+        }
+        _ => {
+            for c in conns.values_mut() {
+                let _ = c.writer.write_all(b"X\0\0\0\x04").await;
+            }
+        }
+    }
+    result
+}
+
+/// Apply `missed` in order, on one session per user and database (kept in `conns`).
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    settings: &Settings,
+    backend: &Backend,
+    missed: &[&Record],
+    id: &str,
+    done: &std::collections::HashSet<i64>,
+    conns: &mut HashMap<(String, String), Conn>,
+    report: &mut (dyn FnMut(ReplayEvent) + Send),
+    summary: &mut ReplaySummary,
+) -> Result<(), ReplayError> {
+    let dir = &settings.journal_dir;
     for (i, r) in missed.iter().enumerate() {
         if done.contains(&(r.seq as i64)) {
             summary.skipped_already_applied += 1;
@@ -277,6 +329,7 @@ async fn replay_to(
                     reader: c.reader,
                     writer: c.writer,
                     buf: c.leftover,
+                    pid: c.key.map(|(pid, _)| pid),
                 },
             );
         }
@@ -305,7 +358,7 @@ async fn replay_to(
         }
         let marker = format!(
             "INSERT INTO _dualwrite.journal_applied (journal_id, seq) VALUES ({}, {})",
-            dualwrite_common::ident::quote_literal(&id),
+            dualwrite_common::ident::quote_literal(id),
             r.seq
         );
         let mut out = BytesMut::new();
@@ -353,9 +406,6 @@ async fn replay_to(
             seq: r.seq,
             statements: journal::describe(&r.messages).len(),
         });
-    }
-    for (_, mut c) in conns {
-        let _ = c.writer.write_all(b"X\0\0\0\x04").await;
     }
     Ok(())
 }

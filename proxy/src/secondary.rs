@@ -760,7 +760,14 @@ impl Worker {
         warn!(error = why, "secondary session lost");
         metrics::counter!("dualwrite_secondary_failures_total", "kind" => "connection")
             .increment(1);
-        self.conn = None;
+        if let Some((pid, _)) = self.conn.take().and_then(|c| c.key) {
+            self.shared.abandoned.record(
+                self.backend.side,
+                pid,
+                &self.info.user,
+                &self.info.database,
+            );
+        }
         self.statements.clear();
         self.sec_status = b'I';
         self.next_connect = Instant::now() + self.backoff;

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cancel::Cancels;
 use crate::config::{Mode, Settings};
@@ -41,6 +41,8 @@ pub struct Shared {
     pub shadow: crate::shadow::Shadow,
     /// Shared secondary sessions for shadow reads (see `lane`).
     pub lanes: crate::lane::Lanes,
+    /// Backend sessions lost without a clean close, to be ended on their server.
+    pub abandoned: crate::abandoned::Abandoned,
     next_id: AtomicU64,
 }
 
@@ -159,6 +161,7 @@ impl Proxy {
             journal,
             shadow: crate::shadow::Shadow::new(settings.shadow_reads),
             lanes: crate::lane::Lanes::default(),
+            abandoned: crate::abandoned::Abandoned::default(),
             connection_slots: Arc::new(Semaphore::new(settings.max_client_connections)),
             settings: RwLock::new(Arc::new(settings)),
             metrics: Metrics::default(),
@@ -282,6 +285,28 @@ async fn persist_dual_facts(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
+/// End the backend sessions lost without a clean close that may live on in their server (see
+/// `abandoned`), on each side that has any and can be reached; the rest wait for the next time.
+async fn end_lost_sessions(shared: &Shared) {
+    let settings = shared.settings();
+    for backend in std::iter::once(&settings.source).chain(settings.target.as_ref()) {
+        if shared.abandoned.pending(backend.side) == 0 {
+            continue;
+        }
+        let result = match dualwrite_common::connect(&backend.url, "dualwrite-proxy").await {
+            Ok(client) => shared
+                .abandoned
+                .end_on(backend, &client)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            debug!(side = backend.side.name(), error = %e, "lost sessions not ended yet");
+        }
+    }
+}
+
 async fn reattach(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut wait = shared.settings().reconnect_backoff;
     loop {
@@ -298,6 +323,7 @@ async fn reattach(shared: Arc<Shared>, shutdown: CancellationToken) {
             0.0
         });
         if shared.dual.attached() {
+            end_lost_sessions(&shared).await;
             wait = shared.settings().reconnect_backoff;
             continue;
         }
@@ -308,7 +334,7 @@ async fn reattach(shared: Arc<Shared>, shutdown: CancellationToken) {
             wait = (wait * 2).min(std::time::Duration::from_secs(30));
             continue;
         }
-        match crate::replay::replay(&settings, &mut |_| {}).await {
+        match crate::replay::replay(&settings, Some(&shared.abandoned), &mut |_| {}).await {
             Ok(_) => {
                 let _gate = shared.dual.gate.write().await;
                 // Records queued before the gate closed must be on disk before the last replay.
@@ -326,7 +352,7 @@ async fn reattach(shared: Arc<Shared>, shutdown: CancellationToken) {
                         }
                     }
                 }
-                match crate::replay::replay(&settings, &mut |_| {}).await {
+                match crate::replay::replay(&settings, Some(&shared.abandoned), &mut |_| {}).await {
                     Ok(summary) if summary.remaining == 0 => {
                         info!(applied = summary.applied, "journal replayed");
                         shared.dual.attach();

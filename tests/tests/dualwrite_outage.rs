@@ -69,7 +69,7 @@ async fn target_outage_loses_nothing() {
         d.toml
     ))
     .unwrap();
-    let summary = dualwrite_proxy::replay::replay(&settings, &mut |_| {})
+    let summary = dualwrite_proxy::replay::replay(&settings, None, &mut |_| {})
         .await
         .unwrap();
     assert_eq!(summary.applied, 0, "{summary:?}");

@@ -95,6 +95,101 @@ async fn a_silent_target_does_not_stall_clients_and_loses_nothing() {
     assert_eq!(d.assert_same("SELECT v FROM kv WHERE k = 1").await, "z");
 }
 
+/// A transaction cut off mid-way: its secondary session took a row lock on the target, then
+/// the network went silent. The target never learns that the proxy gave that session up (the
+/// proxy's reset is dropped with everything else, and the server's keepalive waits two hours
+/// by default), so the session lives on there, idle in its transaction, holding the lock; the
+/// replay of the journal, which re-applies that very transaction, would wait for it without
+/// end. The proxy ends the sessions it lost before it replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_cut_off_on_the_target_does_not_block_its_replay() {
+    let d = DualWrite::start_routed(
+        "connect_timeout = \"2s\"",
+        "[secondary]\nreconnect_backoff = \"200ms\"\n",
+        |target| {
+            format!(
+                "{}&keepalives_idle=1&keepalives_interval=1&keepalives_count=2&tcp_user_timeout=2000",
+                target.url("app")
+            )
+        },
+    )
+    .await;
+    d.both(
+        "CREATE TABLE kv (k int PRIMARY KEY, v text);
+         INSERT INTO kv VALUES (1, 'start');
+         GRANT ALL ON kv TO app",
+    );
+    let c = d.client().await;
+    c.batch_execute("BEGIN").await.unwrap();
+    // A transaction's statements go to the secondary together with its end, or once they
+    // outgrow a bound (1 MiB): this one's first UPDATE is big enough to go ahead.
+    let pad = "p".repeat(1 << 20);
+    c.batch_execute(&format!(
+        "UPDATE kv SET v = 'x' WHERE k = 1 AND length('{pad}') > 0"
+    ))
+    .await
+    .unwrap();
+    // The target's session holds the row's lock once its UPDATE ran there.
+    let holder = || {
+        d.target.psql(
+            "app",
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE usename = 'app' AND state = 'idle in transaction'",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while holder() != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the target's session never ran the UPDATE"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Everything the target sent is acknowledged by now: after the cut it has nothing to
+    // retransmit, so nothing will ever draw a reset from the proxy's side.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut partition = Partition::of(d.target.port);
+    partition.cut();
+    c.execute("UPDATE kv SET v = v || 'y' WHERE k = 1", &[])
+        .await
+        .unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    d.wait_attached(false, 30).await;
+    // The secondary gave the session up; the target's end of it is still there, in its
+    // transaction, once the network is back (the proxy's end of the connection is long gone by
+    // then: nothing tells the server).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    partition.heal();
+    assert_eq!(
+        holder(),
+        "1",
+        "the target's end of the lost session is gone"
+    );
+    let back_at = Instant::now();
+    let status = d.wait_attached(true, 60).await;
+    eprintln!(
+        "re-attached {:.1} s after the network came back",
+        back_at.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        status["dual_write"]["journal"]["missed"].as_u64(),
+        Some(1),
+        "{status}"
+    );
+    assert_eq!(d.assert_same("SELECT v FROM kv WHERE k = 1").await, "xy");
+    assert_eq!(holder(), "0", "a lost session still holds its transaction");
+    let metrics = d.proxy.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("dualwrite_lost_sessions_ended_total{side=\"target\"} 1"),
+        "{metrics}"
+    );
+    c.execute("UPDATE kv SET v = 'z' WHERE k = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(d.assert_same("SELECT v FROM kv WHERE k = 1").await, "z");
+}
+
 /// `ss -tno` lines of the established TCP connections matching `filter`.
 fn sockets(filter: &str) -> Vec<String> {
     let out = std::process::Command::new("ss")
