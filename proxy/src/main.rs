@@ -157,13 +157,6 @@ async fn real_main(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let shutdown = CancellationToken::new();
-            let signal = shutdown.clone();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("signal received: shutting down");
-                signal.cancel();
-            });
             let proxy = match dualwrite_proxy::Proxy::bind(settings).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -172,6 +165,18 @@ async fn real_main(cli: Cli) -> ExitCode {
                 }
             };
             let shared = proxy.shared();
+            let shutdown = CancellationToken::new();
+            let signal = shutdown.clone();
+            let abandon = shared.abandon_journal.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("signal received: shutting down");
+                signal.cancel();
+                // A second one stops even if journal records could not be written.
+                wait_for_signal().await;
+                tracing::warn!("second signal received: stopping now");
+                abandon.cancel();
+            });
             tokio::spawn(async move {
                 use tokio::signal::unix::{signal, SignalKind};
                 let Ok(mut hup) = signal(SignalKind::hangup()) else {

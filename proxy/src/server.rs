@@ -28,6 +28,8 @@ pub struct Shared {
     pub graceful: CancellationToken,
     /// Fired when the grace period is over: sessions end now.
     pub kill: CancellationToken,
+    /// Fired by a second stop request: stop even though journal records could not be written.
+    pub abandon_journal: CancellationToken,
     pub started: Instant,
     /// Dual-write state: attachment of the secondary, first writes, divergences.
     pub dual: DualState,
@@ -168,6 +170,7 @@ impl Proxy {
             cancels: Cancels::default(),
             graceful: CancellationToken::new(),
             kill: CancellationToken::new(),
+            abandon_journal: CancellationToken::new(),
             started: Instant::now(),
             next_id: AtomicU64::new(1),
         });
@@ -249,15 +252,7 @@ impl Proxy {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
         }
         if let Some(j) = &shared.journal {
-            match tokio::time::timeout(grace, j.flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(error = %e, "journal flush at shutdown failed"),
-                Err(_) => tracing::error!(
-                    backlog_bytes = j.backlog_bytes(),
-                    "JOURNAL NOT WRITTEN at shutdown (the disk refuses writes): the secondary \
-                     is missing these writes; re-backfill the affected time range"
-                ),
-            }
+            finish_journal(j, &shared.abandon_journal).await;
         }
         info!("dualwrite-proxy stopped");
     }
@@ -281,6 +276,39 @@ async fn persist_dual_facts(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
         if stop {
             return;
+        }
+    }
+}
+
+/// At shutdown: every journal record on disk before the proxy stops. While the disk refuses
+/// writes the records are only in memory, so the stop waits for the disk (saying so every 10 s)
+/// until `abandon` fires (a second stop request), which stops without them.
+async fn finish_journal(j: &Journal, abandon: &CancellationToken) {
+    let flush = j.flush();
+    tokio::pin!(flush);
+    loop {
+        tokio::select! {
+            r = &mut flush => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, backlog_bytes = j.backlog_bytes(),
+                        "JOURNAL NOT WRITTEN at shutdown: the secondary is missing these writes; \
+                         re-backfill the affected time range");
+                }
+                return;
+            }
+            _ = abandon.cancelled() => {
+                tracing::error!(backlog_bytes = j.backlog_bytes(),
+                    "JOURNAL NOT WRITTEN: stopped on a second request while the journal's disk \
+                     refused writes; the secondary is missing these writes; re-backfill the \
+                     affected time range");
+                return;
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+                tracing::error!(backlog_bytes = j.backlog_bytes(),
+                    "waiting for the journal's disk before stopping: records of writes the \
+                     secondary missed are only in memory; free space on it, or send the stop \
+                     signal again to stop without them");
+            }
         }
     }
 }

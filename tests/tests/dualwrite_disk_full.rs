@@ -130,3 +130,57 @@ async fn a_full_journal_disk_loses_no_write() {
         "{events} vs {written}"
     );
 }
+
+/// Stopping the proxy while its journal's disk refuses writes: the records of what the target
+/// missed are only in memory, so the stop waits for the disk (past its grace period) instead
+/// of dropping them, and ends by itself once they are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_waits_for_the_journal_disk() {
+    let disk = TinyDisk::mount(16 << 20);
+    let mut d = DualWrite::start_full(
+        "shutdown_timeout = \"1s\"",
+        "[secondary]\nreconnect_backoff = \"200ms\"\n",
+        |target| target.url("app"),
+        Some(disk.path()),
+    )
+    .await;
+    d.both("CREATE TABLE events (id int PRIMARY KEY); GRANT ALL ON events TO app");
+    d.target.stop_immediate();
+    disk.fill();
+    let c = d.client().await;
+    for i in 0..20 {
+        c.execute("INSERT INTO events VALUES ($1)", &[&i])
+            .await
+            .unwrap();
+    }
+    let j = wait_journal(&d, 30, "a failing journal write", |j| {
+        j["write_failing"] == true && j["backlog_bytes"].as_u64() > Some(0)
+    })
+    .await;
+    drop(c);
+
+    let stopping = tokio::spawn(d.proxy.stop());
+    // Past the grace period and the sessions' forced end: still waiting for the disk.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        !stopping.is_finished(),
+        "the proxy stopped with journal records only in memory: {j}"
+    );
+    disk.free();
+    tokio::time::timeout(Duration::from_secs(30), stopping)
+        .await
+        .expect("the proxy did not stop once the disk had room")
+        .unwrap();
+    let (records, report) =
+        dualwrite_proxy::journal::read_records(d.journal_dir.path()).expect("journal reads");
+    assert_eq!(report.torn_tail_bytes, 0);
+    // Each INSERT, and the client's Close of its statement (tokio-postgres closes them).
+    let inserts = records
+        .iter()
+        .filter(|r| r.kind == dualwrite_proxy::journal::RecordKind::Missed)
+        .filter(|r| r.tables == ["events"])
+        .count();
+    assert_eq!(inserts, 20, "{} records", records.len());
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=records.len() as u64).collect::<Vec<_>>());
+}
