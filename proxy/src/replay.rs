@@ -6,7 +6,9 @@
 //! again applies nothing twice. Replay stops at the first record that fails, with its reason,
 //! except a record journaled *in doubt* (the secondary's connection died between its commit
 //! and the answer): when it fails, the secondary is taken to have applied it before the
-//! connection died; it is marked applied, reported, and replay goes on.
+//! connection died; it is marked applied, reported, and replay goes on. Not so when the
+//! failure is of the moment (a lock timeout, a deadlock, a cancel: see [`transient`]): that
+//! says nothing about the record, which stops the replay like any other and is retried.
 
 use std::collections::HashMap;
 
@@ -373,7 +375,10 @@ async fn apply(
         }
         match run(conn, &out, expected).await.map_err(lost)? {
             None => {}
-            Some(e) if r.in_doubt => {
+            // A failure that says nothing about whether the secondary had the write (a lock
+            // or statement timeout, a deadlock, a cancel, a server going down) is not taken
+            // as applied: the record is retried like any other.
+            Some(e) if r.in_doubt && !transient(&e.0) => {
                 run(conn, &query("ROLLBACK"), 1).await.map_err(lost)?;
                 if let Some(e) = run(conn, &query(&marker), 1).await.map_err(lost)? {
                     return Err(fail(e));
@@ -408,6 +413,16 @@ async fn apply(
         });
     }
     Ok(())
+}
+
+/// SQLSTATEs of failures that depend on the moment, not on the record: connection trouble
+/// (08), serialization failures and deadlocks (40), insufficient resources (53), a lock not
+/// available (55P03), cancels and shutdowns (57), system errors (58).
+fn transient(code: &str) -> bool {
+    ["08", "40", "53", "57", "58"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || code == "55P03"
 }
 
 /// The last applied seq, for `journal show` (the target's marker table is authoritative).

@@ -108,3 +108,76 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
         .unwrap();
     d.assert_same("SELECT count(*) FROM log").await;
 }
+
+/// An in-doubt record whose replay fails for a reason of the moment (here a lock timeout: a
+/// session on the target holds the table) says nothing about whether the target had the
+/// write. It must not be taken as applied (the write would be lost for good): replay stops at
+/// it and applies it at the next attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_doubt_record_that_meets_a_lock_timeout_is_retried_not_skipped() {
+    use dualwrite_proxy::journal::{Journal, Record, RecordKind};
+    let d = DualWrite::start().await;
+    d.both("CREATE TABLE t (id int PRIMARY KEY); GRANT ALL ON t TO app");
+    d.target
+        .psql("postgres", "ALTER ROLE app SET lock_timeout = '200ms'");
+
+    // A journal of its own holding one in-doubt INSERT the target does not have.
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path(), Duration::from_millis(1))
+        .await
+        .unwrap();
+    let mut messages = vec![b'Q'];
+    let sql = b"INSERT INTO t VALUES (1)\0";
+    messages.extend_from_slice(&(4 + sql.len() as u32).to_be_bytes());
+    messages.extend_from_slice(sql);
+    journal
+        .append(Record {
+            seq: 0,
+            time_micros: 0,
+            kind: RecordKind::Missed,
+            session: 1,
+            user: "app".into(),
+            database: "app".into(),
+            prelude: vec![],
+            messages,
+            wrap: true,
+            in_doubt: true,
+            side: Some("target".into()),
+            tables: vec!["t".into()],
+            error: "secondary connection lost: reset".into(),
+            primary_result: None,
+            secondary_result: None,
+        })
+        .await
+        .unwrap();
+    drop(journal);
+    let toml = d.toml.replace(
+        &d.journal_dir.path().display().to_string(),
+        &dir.path().display().to_string(),
+    );
+    let settings = dualwrite_proxy::Settings::from_toml(&format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"\"\n{toml}"
+    ))
+    .unwrap();
+
+    let blocker = dualwrite_tests::proxy::client(&d.target.url("app")).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let err = dualwrite_proxy::replay::replay(&settings, None, &mut |_| {})
+        .await
+        .expect_err("the record cannot be applied while the table is locked");
+    assert!(err.to_string().contains("55P03"), "{err}");
+
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let summary = dualwrite_proxy::replay::replay(&settings, None, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.applied, summary.in_doubt_skipped),
+        (1, 0),
+        "{summary:?}"
+    );
+    assert_eq!(d.target.psql("app", "SELECT count(*) FROM t"), "1");
+}
