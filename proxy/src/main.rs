@@ -315,6 +315,14 @@ async fn journal(action: JournalAction) -> ExitCode {
                 dualwrite_proxy::replay::ReplayEvent::InDoubtSkipped { seq, error } => {
                     println!("in doubt record {seq}: failed on replay ({error}); taken as applied before the connection was lost")
                 }
+                dualwrite_proxy::replay::ReplayEvent::Waiting { seq, waited, blockers } => {
+                    let on = if blockers.is_empty() {
+                        "no session holds it up (a long statement?)".to_string()
+                    } else {
+                        format!("it waits for {}", blockers.join("; "))
+                    };
+                    println!("waiting  record {seq} has run for {} s: {on}", waited.as_secs())
+                }
             })
             .await;
             match result {

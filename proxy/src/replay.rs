@@ -11,6 +11,7 @@
 //! says nothing about the record, which stops the replay like any other and is retried.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -43,7 +44,17 @@ pub enum ReplayEvent {
         seq: u64,
         error: String,
     },
+    /// A record has run for `waited` without an answer; the sessions it waits for, if any
+    /// (`pid`, user, state, for how long, from where).
+    Waiting {
+        seq: u64,
+        waited: Duration,
+        blockers: Vec<String>,
+    },
 }
+
+/// How often a record that runs long says what it waits for.
+const WAIT_REPORT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct ReplaySummary {
@@ -266,7 +277,7 @@ async fn replay_to(
         .collect();
     let mut conns: HashMap<(String, String), Conn> = HashMap::new();
     let result = apply(
-        settings, backend, missed, &id, &done, &mut conns, report, summary,
+        settings, backend, missed, &id, &done, &mut conns, &admin, report, summary,
     )
     .await;
     match &result {
@@ -298,6 +309,7 @@ async fn apply(
     id: &str,
     done: &std::collections::HashSet<i64>,
     conns: &mut HashMap<(String, String), Conn>,
+    admin: &tokio_postgres::Client,
     report: &mut (dyn FnMut(ReplayEvent) + Send),
     summary: &mut ReplaySummary,
 ) -> Result<(), ReplayError> {
@@ -373,7 +385,10 @@ async fn apply(
         } else {
             out.extend_from_slice(&r.messages);
         }
-        match run(conn, &out, expected).await.map_err(lost)? {
+        match run_watched(conn, &out, expected, admin, r.seq, report)
+            .await
+            .map_err(lost)?
+        {
             None => {}
             // A failure that says nothing about whether the secondary had the write (a lock
             // or statement timeout, a deadlock, a cancel, a server going down) is not taken
@@ -413,6 +428,56 @@ async fn apply(
         });
     }
     Ok(())
+}
+
+/// [`run`], saying every [`WAIT_REPORT`] what the record waits for while it runs (in the log
+/// and to `report`): a lock held by another session is the usual reason a replay makes no
+/// progress, and without this it would wait in silence.
+async fn run_watched(
+    conn: &mut Conn,
+    out: &[u8],
+    answers: usize,
+    admin: &tokio_postgres::Client,
+    seq: u64,
+    report: &mut (dyn FnMut(ReplayEvent) + Send),
+) -> Result<Option<(String, String)>, String> {
+    let pid = conn.pid;
+    let started = tokio::time::Instant::now();
+    let fut = run(conn, out, answers);
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval_at(started + WAIT_REPORT, WAIT_REPORT);
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            _ = tick.tick() => {
+                let blockers = match pid {
+                    Some(pid) => blockers(admin, pid).await,
+                    None => vec![],
+                };
+                let waited = started.elapsed();
+                tracing::warn!(seq, waited = ?waited, blockers = ?blockers,
+                    "journal replay: a record is still running; it waits for the sessions listed");
+                report(ReplayEvent::Waiting { seq, waited, blockers });
+            }
+        }
+    }
+}
+
+/// The sessions backend `pid` waits for, described for a person.
+async fn blockers(admin: &tokio_postgres::Client, pid: i32) -> Vec<String> {
+    let rows = admin
+        .query(
+            "SELECT format('pid %s (%s, %s for %s s, from %s)', pid, usename, state,
+                           coalesce(round(extract(epoch FROM now() - coalesce(xact_start, state_change)))::text, '?'),
+                           coalesce(client_addr::text || ':' || client_port, 'local'))
+               FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1)) ORDER BY pid",
+            &[&pid],
+        )
+        .await;
+    match rows {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) => vec![format!("(could not look: {e})")],
+    }
 }
 
 /// SQLSTATEs of failures that depend on the moment, not on the record: connection trouble

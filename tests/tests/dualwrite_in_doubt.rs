@@ -83,10 +83,25 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
         rows, "1|txn-upd\n2|autocommit\n3|txn\n4|extended\n5|after",
         "{status}"
     );
+    let journaled = || {
+        let (records, _) =
+            dualwrite_proxy::journal::read_records(d.journal_dir.path()).expect("journal reads");
+        records
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} in_doubt={} {:?} {}",
+                    r.seq, r.in_doubt, r.tables, r.error
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert!(
         d.metric("dualwrite_journal_in_doubt_total", "").await >= 3.0,
-        "{}",
-        d.proxy.admin_get("/metrics").await
+        "{}\njournal:\n{}",
+        d.proxy.admin_get("/metrics").await,
+        journaled()
     );
     assert_eq!(
         d.metric("dualwrite_journal_in_doubt_skipped_total", "")
@@ -109,19 +124,13 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
     d.assert_same("SELECT count(*) FROM log").await;
 }
 
-/// An in-doubt record whose replay fails for a reason of the moment (here a lock timeout: a
-/// session on the target holds the table) says nothing about whether the target had the
-/// write. It must not be taken as applied (the write would be lost for good): replay stops at
-/// it and applies it at the next attempt.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_in_doubt_record_that_meets_a_lock_timeout_is_retried_not_skipped() {
+/// A journal in a directory of its own holding one record, `INSERT INTO t VALUES (1)` for the
+/// target (in doubt or not), and the proxy settings that replay it.
+async fn one_record_journal(
+    d: &DualWrite,
+    in_doubt: bool,
+) -> (tempfile::TempDir, dualwrite_proxy::Settings) {
     use dualwrite_proxy::journal::{Journal, Record, RecordKind};
-    let d = DualWrite::start().await;
-    d.both("CREATE TABLE t (id int PRIMARY KEY); GRANT ALL ON t TO app");
-    d.target
-        .psql("postgres", "ALTER ROLE app SET lock_timeout = '200ms'");
-
-    // A journal of its own holding one in-doubt INSERT the target does not have.
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(dir.path(), Duration::from_millis(1))
         .await
@@ -141,7 +150,7 @@ async fn an_in_doubt_record_that_meets_a_lock_timeout_is_retried_not_skipped() {
             prelude: vec![],
             messages,
             wrap: true,
-            in_doubt: true,
+            in_doubt,
             side: Some("target".into()),
             tables: vec!["t".into()],
             error: "secondary connection lost: reset".into(),
@@ -159,6 +168,22 @@ async fn an_in_doubt_record_that_meets_a_lock_timeout_is_retried_not_skipped() {
         "listen = \"127.0.0.1:0\"\nadmin_listen = \"\"\n{toml}"
     ))
     .unwrap();
+    (dir, settings)
+}
+
+/// An in-doubt record whose replay fails for a reason of the moment (here a lock timeout: a
+/// session on the target holds the table) says nothing about whether the target had the
+/// write. It must not be taken as applied (the write would be lost for good): replay stops at
+/// it and applies it at the next attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_doubt_record_that_meets_a_lock_timeout_is_retried_not_skipped() {
+    let d = DualWrite::start().await;
+    d.both("CREATE TABLE t (id int PRIMARY KEY); GRANT ALL ON t TO app");
+    d.target
+        .psql("postgres", "ALTER ROLE app SET lock_timeout = '200ms'");
+
+    // A journal of its own holding one in-doubt INSERT the target does not have.
+    let (_dir, settings) = one_record_journal(&d, true).await;
 
     let blocker = dualwrite_tests::proxy::client(&d.target.url("app")).await;
     blocker
@@ -179,5 +204,61 @@ async fn an_in_doubt_record_that_meets_a_lock_timeout_is_retried_not_skipped() {
         (1, 0),
         "{summary:?}"
     );
+    assert_eq!(d.target.psql("app", "SELECT count(*) FROM t"), "1");
+}
+
+/// A record that waits (here for a lock another session holds on the target) does not wait in
+/// silence: every 10 s replay says which sessions it waits for, then goes on once they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_waiting_for_a_lock_names_the_session_holding_it() {
+    use dualwrite_proxy::replay::ReplayEvent;
+    let d = DualWrite::start().await;
+    d.both("CREATE TABLE t (id int PRIMARY KEY); GRANT ALL ON t TO app");
+    let (_dir, settings) = one_record_journal(&d, false).await;
+    let blocker = dualwrite_tests::proxy::client(&d.target.url("app")).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let blocker_pid: i32 = blocker
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let waits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = waits.clone();
+    let replay = tokio::spawn(async move {
+        dualwrite_proxy::replay::replay(&settings, None, &mut |ev| {
+            if let ReplayEvent::Waiting { seq, blockers, .. } = ev {
+                seen.lock().unwrap().push((seq, blockers));
+            }
+        })
+        .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while waits.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no word from the waiting replay"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (seq, blockers) = waits.lock().unwrap()[0].clone();
+    assert_eq!(seq, 1);
+    assert_eq!(blockers.len(), 1, "{blockers:?}");
+    assert!(
+        blockers[0].starts_with(&format!("pid {blocker_pid} (postgres, idle in transaction")),
+        "{blockers:?}"
+    );
+    assert!(!replay.is_finished());
+
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(10), replay)
+        .await
+        .expect("replay went on once the lock was released")
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.applied, 1, "{summary:?}");
     assert_eq!(d.target.psql("app", "SELECT count(*) FROM t"), "1");
 }
