@@ -12,13 +12,13 @@ use dualwrite_tests::faults::Partition;
 use dualwrite_tests::load::Writers;
 use dualwrite_tests::proxy::DualWrite;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_target_does_not_stall_clients_and_loses_nothing() {
-    // A small lag bound: a secondary session that waited on the silent target without end
-    // would hold its client back (backpressure) within a fraction of a second.
-    let d = DualWrite::start_routed(
+/// A dual-write proxy that gives up on a silent target within about 2 s (keepalive probes after
+/// 1 s, `tcp_user_timeout` 2 s) and reconnects every 200 ms; `secondary` is more of its
+/// `[secondary]` section.
+async fn quick_to_give_up(secondary: &str) -> DualWrite {
+    DualWrite::start_routed(
         "connect_timeout = \"2s\"",
-        "[secondary]\nreconnect_backoff = \"200ms\"\nmax_lag_bytes = 65536\n",
+        &format!("[secondary]\nreconnect_backoff = \"200ms\"\n{secondary}"),
         |target| {
             format!(
                 "{}&keepalives_idle=1&keepalives_interval=1&keepalives_count=2&tcp_user_timeout=2000",
@@ -26,7 +26,14 @@ async fn a_silent_target_does_not_stall_clients_and_loses_nothing() {
             )
         },
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_target_does_not_stall_clients_and_loses_nothing() {
+    // A small lag bound: a secondary session that waited on the silent target without end
+    // would hold its client back (backpressure) within a fraction of a second.
+    let d = quick_to_give_up("max_lag_bytes = 65536\n").await;
     d.both(
         "CREATE TABLE events (id bigint PRIMARY KEY, writer int);
          CREATE TABLE kv (k int PRIMARY KEY, v text);
@@ -103,17 +110,7 @@ async fn a_silent_target_does_not_stall_clients_and_loses_nothing() {
 /// end. The proxy ends the sessions it lost before it replays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_cut_off_on_the_target_does_not_block_its_replay() {
-    let d = DualWrite::start_routed(
-        "connect_timeout = \"2s\"",
-        "[secondary]\nreconnect_backoff = \"200ms\"\n",
-        |target| {
-            format!(
-                "{}&keepalives_idle=1&keepalives_interval=1&keepalives_count=2&tcp_user_timeout=2000",
-                target.url("app")
-            )
-        },
-    )
-    .await;
+    let d = quick_to_give_up("").await;
     d.both(
         "CREATE TABLE kv (k int PRIMARY KEY, v text);
          INSERT INTO kv VALUES (1, 'start');
