@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::config::{Backend, Side};
+use crate::config::Side;
 
 /// Entries kept at most; past it the oldest are forgotten (and said so).
 const MAX_ENTRIES: usize = 10_000;
@@ -53,6 +53,11 @@ pub struct Ended {
 
 impl Abandoned {
     pub fn record(&self, side: Side, pid: i32, user: &str, database: &str) {
+        self.record_at(side, pid, user, database, Instant::now());
+    }
+
+    /// [`Abandoned::record`] for a session lost at `at`.
+    pub fn record_at(&self, side: Side, pid: i32, user: &str, database: &str, at: Instant) {
         let mut lost = self.lost.lock().expect("abandoned sessions lock poisoned");
         if lost.len() >= MAX_ENTRIES {
             let old = lost.remove(0);
@@ -64,7 +69,7 @@ impl Abandoned {
             pid,
             user: user.to_string(),
             database: database.to_string(),
-            at: Instant::now(),
+            at,
         });
     }
 
@@ -77,70 +82,82 @@ impl Abandoned {
             .count()
     }
 
-    /// End on `backend`'s server the sessions lost there, with `client` (the proxy's own login
-    /// on it). Entries it could check are removed; an error reaching the server keeps them all
+    /// End on `side`'s server the sessions lost there, with `client` (the proxy's own login on
+    /// it). Entries it could check are removed; an error reaching the server keeps them all
     /// for the next time.
     pub async fn end_on(
         &self,
-        backend: &Backend,
+        side: Side,
         client: &tokio_postgres::Client,
     ) -> Result<Ended, tokio_postgres::Error> {
         let entries: Vec<Lost> = {
             let lost = self.lost.lock().expect("abandoned sessions lock poisoned");
-            lost.iter()
-                .filter(|l| l.side == backend.side)
-                .cloned()
-                .collect()
+            lost.iter().filter(|l| l.side == side).cloned().collect()
         };
-        let mut ended = Ended::default();
-        for l in &entries {
-            // A second's slack for the clocks' granularity; a reused pid would have to belong
-            // to a session of the same user and database started within it.
-            let before = l.at.elapsed().saturating_sub(Duration::from_secs(1));
-            let secs = before.as_secs_f64();
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-                [&l.pid, &l.user, &l.database, &secs];
-            let found = client
-                .query(
-                    "SELECT pid FROM pg_stat_activity
-                      WHERE pid = $1 AND usename = $2 AND datname = $3
-                        AND backend_start < now() - make_interval(secs => $4)",
-                    &params,
-                )
-                .await?;
-            if found.is_empty() {
-                ended.gone += 1;
-            } else {
-                match client
-                    .query_one("SELECT pg_terminate_backend($1)", &[&l.pid])
-                    .await
-                {
-                    Ok(row) if row.get::<_, bool>(0) => {
-                        info!(side = backend.side.name(), pid = l.pid, user = %l.user,
-                            lost_for = ?l.at.elapsed(),
-                            "ended a backend session the proxy had lost (it could hold locks the journal's replay needs)");
-                        metrics::counter!("dualwrite_lost_sessions_ended_total", "side" => backend.side.name())
-                            .increment(1);
-                        ended.terminated += 1;
-                    }
-                    Ok(_) => ended.gone += 1,
-                    Err(e) if e.code().is_some() => {
-                        warn!(side = backend.side.name(), pid = l.pid, user = %l.user, error = %e,
-                            "a backend session the proxy lost may still hold locks; its login may not end it: run SELECT pg_terminate_backend({}) as a superuser", l.pid);
-                        ended.refused += 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            self.forget(l);
+        if entries.is_empty() {
+            return Ok(Ended::default());
         }
-        Ok(ended)
-    }
-
-    fn forget(&self, entry: &Lost) {
+        // Which of them still run, in one look. A second's slack for the clocks' granularity:
+        // a reused pid would have to belong to a session of the same user and database
+        // started within it.
+        let pids: Vec<i32> = entries.iter().map(|l| l.pid).collect();
+        let users: Vec<&str> = entries.iter().map(|l| l.user.as_str()).collect();
+        let databases: Vec<&str> = entries.iter().map(|l| l.database.as_str()).collect();
+        let lost_secs: Vec<f64> = entries
+            .iter()
+            .map(|l| {
+                l.at.elapsed()
+                    .saturating_sub(Duration::from_secs(1))
+                    .as_secs_f64()
+            })
+            .collect();
+        let alive: Vec<i32> = client
+            .query(
+                "SELECT l.pid
+                   FROM unnest($1::int4[], $2::text[], $3::text[], $4::float8[])
+                        AS l (pid, usename, datname, lost_secs)
+                   JOIN pg_stat_activity a USING (pid)
+                  WHERE a.usename = l.usename AND a.datname = l.datname
+                    AND a.backend_start < now() - make_interval(secs => l.lost_secs)",
+                &[&pids, &users, &databases, &lost_secs],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut ended = Ended {
+            gone: entries.len() - alive.len(),
+            ..Ended::default()
+        };
+        for l in entries.iter().filter(|l| alive.contains(&l.pid)) {
+            match client
+                .query_one("SELECT pg_terminate_backend($1)", &[&l.pid])
+                .await
+            {
+                Ok(row) if row.get::<_, bool>(0) => {
+                    info!(side = side.name(), pid = l.pid, user = %l.user,
+                        lost_for = ?l.at.elapsed(),
+                        "ended a backend session the proxy had lost (it could hold locks the journal's replay needs)");
+                    metrics::counter!("dualwrite_lost_sessions_ended_total", "side" => side.name())
+                        .increment(1);
+                    ended.terminated += 1;
+                }
+                Ok(_) => ended.gone += 1,
+                Err(e) if e.code().is_some() => {
+                    warn!(side = side.name(), pid = l.pid, user = %l.user, error = %e,
+                        "a backend session the proxy lost may still hold locks; its login may not end it: run SELECT pg_terminate_backend({}) as a superuser", l.pid);
+                    ended.refused += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Every entry has been looked at: forget them. Entries are listed in the order they
+        // were lost, so those that came meanwhile are the later ones.
+        let last = entries.iter().map(|l| l.at).max();
         self.lost
             .lock()
             .expect("abandoned sessions lock poisoned")
-            .retain(|l| !(l.side == entry.side && l.pid == entry.pid && l.at == entry.at));
+            .retain(|l| l.side != side || Some(l.at) > last);
+        Ok(ended)
     }
 }

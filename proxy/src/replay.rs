@@ -248,7 +248,7 @@ async fn replay_to(
     // Sessions the proxy lost on this side may live on in the server, holding locks of the very
     // transactions about to be replayed: end them first.
     if let Some(a) = abandoned.filter(|a| a.pending(backend.side) > 0) {
-        a.end_on(backend, &admin)
+        a.end_on(backend.side, &admin)
             .await
             .map_err(|e| ReplayError::Marker {
                 side: backend.side.name(),

@@ -324,7 +324,7 @@ async fn end_lost_sessions(shared: &Shared) {
         let result = match dualwrite_common::connect(&backend.url, "dualwrite-proxy").await {
             Ok(client) => shared
                 .abandoned
-                .end_on(backend, &client)
+                .end_on(backend.side, &client)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

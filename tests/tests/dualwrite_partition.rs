@@ -234,3 +234,60 @@ async fn client_and_backend_connections_are_probed_with_keepalives() {
     }
     assert_eq!(d.assert_same("SELECT count(*) FROM t").await, "1");
 }
+
+/// Ending lost sessions takes only sessions that started before they were lost: a process id
+/// reused by a later session (the same user and database) is left alone; a session gone
+/// already counts as gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_sessions_started_before_their_loss_are_ended() {
+    use dualwrite_proxy::abandoned::{Abandoned, Ended};
+    use dualwrite_proxy::config::Side;
+    let cluster = dualwrite_tests::Cluster::start(&dualwrite_tests::PgBin::target());
+    let admin = dualwrite_tests::proxy::client(&cluster.url("postgres")).await;
+    let session = dualwrite_tests::proxy::client(&cluster.url("postgres")).await;
+    let pid: i32 = session
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let alive = || {
+        cluster.psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+        )
+    };
+    let abandoned = Abandoned::default();
+
+    // "Lost" a minute before this session started: the pid must belong to someone else.
+    let a_minute_ago = Instant::now() - Duration::from_secs(60);
+    abandoned.record_at(Side::Target, pid, "postgres", "postgres", a_minute_ago);
+    // A pid that runs nothing.
+    abandoned.record(Side::Target, i32::MAX, "postgres", "postgres");
+    // Lost on the other side: not looked for here.
+    abandoned.record(Side::Source, pid, "postgres", "postgres");
+    let ended = abandoned.end_on(Side::Target, &admin).await.unwrap();
+    assert_eq!(
+        ended,
+        Ended {
+            terminated: 0,
+            gone: 2,
+            refused: 0
+        }
+    );
+    assert_eq!(alive(), "1");
+    assert_eq!(abandoned.pending(Side::Target), 0);
+    assert_eq!(abandoned.pending(Side::Source), 1);
+
+    // Lost now, after it started: ended.
+    abandoned.record(Side::Target, pid, "postgres", "postgres");
+    let ended = abandoned.end_on(Side::Target, &admin).await.unwrap();
+    assert_eq!(ended.terminated, 1, "{ended:?}");
+    for _ in 0..50 {
+        if alive() == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(alive(), "0");
+    assert!(session.query_one("SELECT 1", &[]).await.is_err());
+}
