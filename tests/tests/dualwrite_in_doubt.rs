@@ -14,14 +14,24 @@ use dualwrite_tests::proxy::DualWrite;
 /// still restarting), so the wait covers more than two of the longest pauses.
 const REATTACH_SECS: u64 = 75;
 
-async fn wait_cut(relay: &CutRelay, n: u32) {
+/// Wait for the relay's `n`th cut, then for the proxy to journal the `n`th in-doubt record and
+/// re-attach. (Waiting only for "attached" could return before the proxy noticed the cut; the
+/// test's next armed cut could then meet the replay's connection instead.)
+async fn wait_cut(d: &DualWrite, relay: &CutRelay, n: u32) -> serde_json::Value {
     for _ in 0..100 {
         if relay.cuts() >= n {
-            return;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the relay never cut connection {n}");
+    assert!(relay.cuts() >= n, "the relay never cut connection {n}");
+    for _ in 0..100 {
+        if d.metric("dualwrite_journal_in_doubt_total", "").await >= f64::from(n) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.wait_attached(true, REATTACH_SECS).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,8 +61,7 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
     c.execute("INSERT INTO events VALUES (2, 'autocommit')", &[])
         .await
         .unwrap();
-    wait_cut(&relay, 1).await;
-    d.wait_attached(true, REATTACH_SECS).await;
+    wait_cut(&d, &relay, 1).await;
 
     // A transaction: the target commits it, the answer to COMMIT is lost.
     relay.arm("COMMIT");
@@ -61,16 +70,14 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
     )
     .await
     .unwrap();
-    wait_cut(&relay, 2).await;
-    d.wait_attached(true, REATTACH_SECS).await;
+    wait_cut(&d, &relay, 2).await;
 
     // Extended protocol with parameters.
     relay.arm("INSERT");
     c.execute("INSERT INTO events VALUES ($1, $2)", &[&4i64, &"extended"])
         .await
         .unwrap();
-    wait_cut(&relay, 3).await;
-    let status = d.wait_attached(true, REATTACH_SECS).await;
+    let status = wait_cut(&d, &relay, 3).await;
 
     // Writes after the re-attach go to both again.
     c.execute("INSERT INTO events VALUES (5, 'after')", &[])
