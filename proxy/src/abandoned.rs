@@ -4,13 +4,14 @@
 //! server may never learn that it ended: the proxy's FIN or reset is dropped with everything
 //! else, and the server's own TCP keepalive waits two hours by default. Such a session lives
 //! on in the server. Idle, it takes a connection slot; caught inside a transaction, it holds
-//! that transaction's row locks, and the replay of the journal (which re-applies the very same
-//! transaction) waits on them.
+//! that transaction's row locks: on the secondary the replay of the journal (which re-applies
+//! the very same transaction) waits on them, on the primary every retry of the application.
 //!
-//! So every session lost that way is listed here, with what identifies it on its server (the
-//! process id from BackendKeyData, user and database, and how long ago it was lost), and the
-//! proxy ends those it can still find with `pg_terminate_backend` as its own login before it
-//! replays the journal to that side, and otherwise whenever it can reach the side. A session is
+//! So every session lost that way (a secondary session, or a client's primary session) is
+//! listed here, with what identifies it on its server (the process id from BackendKeyData,
+//! user and database, and how long ago it was lost), and the proxy ends those it can still
+//! find with `pg_terminate_backend` as its own login before it replays the journal to that
+//! side, and otherwise as soon as it can reach the side (checked every second). A session is
 //! only ended if it started before it was lost: the server's own clock decides, against the
 //! time elapsed on the proxy's monotonic clock, so a process id reused by a later session is
 //! never taken for the lost one.

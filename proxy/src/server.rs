@@ -215,6 +215,7 @@ impl Proxy {
         if let Some(admin) = admin {
             tracker.spawn(crate::admin::serve(admin, shared.clone(), shutdown.clone()));
         }
+        tracker.spawn(end_lost_sessions(shared.clone(), shutdown.clone()));
         if shared.journal.is_some() {
             tracker.spawn(reattach(shared.clone(), shutdown.clone()));
             tracker.spawn(persist_dual_facts(shared.clone(), shutdown.clone()));
@@ -314,23 +315,40 @@ async fn finish_journal(j: &Journal, abandon: &CancellationToken) {
 }
 
 /// End the backend sessions lost without a clean close that may live on in their server (see
-/// `abandoned`), on each side that has any and can be reached; the rest wait for the next time.
-async fn end_lost_sessions(shared: &Shared) {
-    let settings = shared.settings();
-    for backend in std::iter::once(&settings.source).chain(settings.target.as_ref()) {
-        if shared.abandoned.pending(backend.side) == 0 {
-            continue;
+/// `abandoned`): looked for every second on each side that has any, backing off up to 30 s
+/// while a side cannot be reached. (Before a replay, the replay ends them itself.)
+async fn end_lost_sessions(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let first = std::time::Duration::from_secs(1);
+    let mut wait = [first, first];
+    let mut next = [tokio::time::Instant::now(); 2];
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(first) => {}
         }
-        let result = match dualwrite_common::connect(&backend.url, "dualwrite-proxy").await {
-            Ok(client) => shared
-                .abandoned
-                .end_on(backend.side, &client)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = result {
-            debug!(side = backend.side.name(), error = %e, "lost sessions not ended yet");
+        let settings = shared.settings();
+        for backend in std::iter::once(&settings.source).chain(settings.target.as_ref()) {
+            let i = backend.side as usize;
+            if shared.abandoned.pending(backend.side) == 0 || tokio::time::Instant::now() < next[i]
+            {
+                continue;
+            }
+            let result = match dualwrite_common::connect(&backend.url, "dualwrite-proxy").await {
+                Ok(client) => shared
+                    .abandoned
+                    .end_on(backend.side, &client)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            wait[i] = match result {
+                Ok(_) => first,
+                Err(e) => {
+                    debug!(side = backend.side.name(), error = %e, "lost sessions not ended yet");
+                    (wait[i] * 2).min(std::time::Duration::from_secs(30))
+                }
+            };
+            next[i] = tokio::time::Instant::now() + wait[i];
         }
     }
 }
@@ -351,7 +369,6 @@ async fn reattach(shared: Arc<Shared>, shutdown: CancellationToken) {
             0.0
         });
         if shared.dual.attached() {
-            end_lost_sessions(&shared).await;
             wait = shared.settings().reconnect_backoff;
             continue;
         }

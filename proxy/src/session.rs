@@ -387,6 +387,15 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         }
     };
     flow.release(&shared);
+    if matches!(end, End::BackendGone) {
+        // Its server may not have seen it end (a silent network): it could live on there,
+        // holding the client's transaction's locks (see `abandoned`).
+        if let Some((pid, _)) = &current.key {
+            shared
+                .abandoned
+                .record(primary.side, *pid, &info.user, &info.database);
+        }
+    }
     let mut backend_writer = current.writer;
     let side = primary.side.name();
     let farewell = match &end {
