@@ -9,12 +9,12 @@
 //!
 //! So every session lost that way (a secondary session, or a client's primary session) is
 //! listed here, with what identifies it on its server (the process id from BackendKeyData,
-//! user and database, and how long ago it was lost), and the proxy ends those it can still
-//! find with `pg_terminate_backend` as its own login before it replays the journal to that
-//! side, and otherwise as soon as it can reach the side (checked every second). A session is
-//! only ended if it started before it was lost: the server's own clock decides, against the
-//! time elapsed on the proxy's monotonic clock, so a process id reused by a later session is
-//! never taken for the lost one.
+//! user and database, and when it was opened), and the proxy ends those it can still find
+//! with `pg_terminate_backend` as its own login before it replays the journal to that side,
+//! and otherwise as soon as it can reach the side (checked every second). A session is only
+//! ended if its server process started when the proxy opened it: the server's own clock
+//! decides (`backend_start`), against the time elapsed since on the proxy's monotonic clock,
+//! so a process id reused by a later session is never taken for the lost one.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,12 +26,22 @@ use crate::config::Side;
 /// Entries kept at most; past it the oldest are forgotten (and said so).
 const MAX_ENTRIES: usize = 10_000;
 
+/// How far a lost session's `backend_start` may be from when the proxy had it ready: the
+/// server starts the process, then authentication and the greeting take their time (at most
+/// `connect_timeout`, well under this in practice). A reused process id would have to belong
+/// to a session of the same user and database started within this window of the lost one,
+/// while the lost one was still running under that id: not possible.
+const STARTED_WITHIN: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct Lost {
     pub side: Side,
     pub pid: i32,
     pub user: String,
     pub database: String,
+    /// When the proxy had the session ready.
+    pub connected_at: Instant,
+    /// When it was lost (entries are listed in this order).
     pub at: Instant,
 }
 
@@ -53,12 +63,9 @@ pub struct Ended {
 }
 
 impl Abandoned {
-    pub fn record(&self, side: Side, pid: i32, user: &str, database: &str) {
-        self.record_at(side, pid, user, database, Instant::now());
-    }
-
-    /// [`Abandoned::record`] for a session lost at `at`.
-    pub fn record_at(&self, side: Side, pid: i32, user: &str, database: &str, at: Instant) {
+    /// List a session the proxy lost: `pid` on `side`'s server, logged in as `user` to
+    /// `database`, ready at `connected_at`.
+    pub fn record(&self, side: Side, pid: i32, user: &str, database: &str, connected_at: Instant) {
         let mut lost = self.lost.lock().expect("abandoned sessions lock poisoned");
         if lost.len() >= MAX_ENTRIES {
             let old = lost.remove(0);
@@ -70,7 +77,8 @@ impl Abandoned {
             pid,
             user: user.to_string(),
             database: database.to_string(),
-            at,
+            connected_at,
+            at: Instant::now(),
         });
     }
 
@@ -98,29 +106,25 @@ impl Abandoned {
         if entries.is_empty() {
             return Ok(Ended::default());
         }
-        // Which of them still run, in one look. A second's slack for the clocks' granularity:
-        // a reused pid would have to belong to a session of the same user and database
-        // started within it.
+        // Which of them still run, in one look: the same process id, user and database, and a
+        // process started when the proxy opened the session (see STARTED_WITHIN).
         let pids: Vec<i32> = entries.iter().map(|l| l.pid).collect();
         let users: Vec<&str> = entries.iter().map(|l| l.user.as_str()).collect();
         let databases: Vec<&str> = entries.iter().map(|l| l.database.as_str()).collect();
-        let lost_secs: Vec<f64> = entries
+        let opened_secs_ago: Vec<f64> = entries
             .iter()
-            .map(|l| {
-                l.at.elapsed()
-                    .saturating_sub(Duration::from_secs(1))
-                    .as_secs_f64()
-            })
+            .map(|l| l.connected_at.elapsed().as_secs_f64())
             .collect();
         let alive: Vec<i32> = client
             .query(
                 "SELECT l.pid
                    FROM unnest($1::int4[], $2::text[], $3::text[], $4::float8[])
-                        AS l (pid, usename, datname, lost_secs)
+                        AS l (pid, usename, datname, opened_secs_ago)
                    JOIN pg_stat_activity a USING (pid)
                   WHERE a.usename = l.usename AND a.datname = l.datname
-                    AND a.backend_start < now() - make_interval(secs => l.lost_secs)",
-                &[&pids, &users, &databases, &lost_secs],
+                    AND a.backend_start BETWEEN now() - make_interval(secs => l.opened_secs_ago + $5)
+                                            AND now() - make_interval(secs => l.opened_secs_ago - 1)",
+                &[&pids, &users, &databases, &opened_secs_ago, &STARTED_WITHIN.as_secs_f64()],
             )
             .await?
             .iter()

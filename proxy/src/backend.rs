@@ -19,6 +19,8 @@ pub struct BackendConn {
     pub writer: Writer,
     /// BackendKeyData (pid, secret) for cancel requests.
     pub key: Option<(i32, Bytes)>,
+    /// When the session was ready (its server process started a moment before).
+    pub connected_at: std::time::Instant,
     /// ParameterStatus and NoticeResponse frames of the greeting, to relay to the client.
     pub greeting: BytesMut,
     /// Bytes already read past the first ReadyForQuery (normally none).
@@ -460,6 +462,7 @@ pub async fn connect(
         reader,
         writer,
         key,
+        connected_at: std::time::Instant::now(),
         greeting,
         leftover: buf,
     })

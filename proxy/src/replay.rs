@@ -106,8 +106,9 @@ struct Conn {
     reader: Reader,
     writer: Writer,
     buf: BytesMut,
-    /// The server's process id for it (BackendKeyData).
+    /// The server's process id for it (BackendKeyData), and when it was ready.
     pid: Option<i32>,
+    connected_at: std::time::Instant,
 }
 
 fn query(sql: &str) -> BytesMut {
@@ -286,7 +287,7 @@ async fn replay_to(
             if let Some(a) = abandoned {
                 for ((user, database), c) in &conns {
                     if let Some(pid) = c.pid {
-                        a.record(backend.side, pid, user, database);
+                        a.record(backend.side, pid, user, database, c.connected_at);
                     }
                 }
             }
@@ -344,6 +345,7 @@ async fn apply(
                     writer: c.writer,
                     buf: c.leftover,
                     pid: c.key.map(|(pid, _)| pid),
+                    connected_at: c.connected_at,
                 },
             );
         }

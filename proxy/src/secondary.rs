@@ -187,6 +187,7 @@ pub struct Conn {
     pub writer: Writer,
     pub buf: BytesMut,
     pub key: Option<(i32, Bytes)>,
+    pub connected_at: Instant,
 }
 
 /// Exchange of backend sessions at a cutover: the session gives its primary's, the worker
@@ -445,6 +446,7 @@ impl Worker {
                     writer: c.writer,
                     buf: c.leftover,
                     key: c.key,
+                    connected_at: c.connected_at,
                 };
                 for stmt in self.prelude.clone() {
                     let mut q = BytesMut::new();
@@ -760,13 +762,16 @@ impl Worker {
         warn!(error = why, "secondary session lost");
         metrics::counter!("dualwrite_secondary_failures_total", "kind" => "connection")
             .increment(1);
-        if let Some((pid, _)) = self.conn.take().and_then(|c| c.key) {
-            self.shared.abandoned.record(
-                self.backend.side,
-                pid,
-                &self.info.user,
-                &self.info.database,
-            );
+        if let Some(c) = self.conn.take() {
+            if let Some((pid, _)) = c.key {
+                self.shared.abandoned.record(
+                    self.backend.side,
+                    pid,
+                    &self.info.user,
+                    &self.info.database,
+                    c.connected_at,
+                );
+            }
         }
         self.statements.clear();
         self.sec_status = b'I';

@@ -313,6 +313,7 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         writer: conn.writer,
         buf: conn.leftover,
         key: conn.key.clone(),
+        connected_at: conn.connected_at,
     };
     let mut client_buf = buf;
     let mut builder = crate::unit::Builder::default();
@@ -391,9 +392,13 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
         // Its server may not have seen it end (a silent network): it could live on there,
         // holding the client's transaction's locks (see `abandoned`).
         if let Some((pid, _)) = &current.key {
-            shared
-                .abandoned
-                .record(primary.side, *pid, &info.user, &info.database);
+            shared.abandoned.record(
+                primary.side,
+                *pid,
+                &info.user,
+                &info.database,
+                current.connected_at,
+            );
         }
     }
     let mut backend_writer = current.writer;

@@ -235,16 +235,17 @@ async fn client_and_backend_connections_are_probed_with_keepalives() {
     assert_eq!(d.assert_same("SELECT count(*) FROM t").await, "1");
 }
 
-/// Ending lost sessions takes only sessions that started before they were lost: a process id
-/// reused by a later session (the same user and database) is left alone; a session gone
-/// already counts as gone.
+/// Ending lost sessions takes only the lost session itself: its process id, user and
+/// database, and a server process started when it was opened. A process id reused by another
+/// session (the same user and database) is left alone; a session gone already counts as gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_sessions_started_before_their_loss_are_ended() {
+async fn only_the_lost_session_itself_is_ended() {
     use dualwrite_proxy::abandoned::{Abandoned, Ended};
     use dualwrite_proxy::config::Side;
     let cluster = dualwrite_tests::Cluster::start(&dualwrite_tests::PgBin::target());
     let admin = dualwrite_tests::proxy::client(&cluster.url("postgres")).await;
     let session = dualwrite_tests::proxy::client(&cluster.url("postgres")).await;
+    let opened = Instant::now();
     let pid: i32 = session
         .query_one("SELECT pg_backend_pid()", &[])
         .await
@@ -258,19 +259,21 @@ async fn only_sessions_started_before_their_loss_are_ended() {
     };
     let abandoned = Abandoned::default();
 
-    // "Lost" a minute before this session started: the pid must belong to someone else.
+    // A session opened a minute ago under this pid: not the one running now.
     let a_minute_ago = Instant::now() - Duration::from_secs(60);
-    abandoned.record_at(Side::Target, pid, "postgres", "postgres", a_minute_ago);
+    abandoned.record(Side::Target, pid, "postgres", "postgres", a_minute_ago);
+    // The same process, but another user's session: not it either.
+    abandoned.record(Side::Target, pid, "app", "postgres", opened);
     // A pid that runs nothing.
-    abandoned.record(Side::Target, i32::MAX, "postgres", "postgres");
+    abandoned.record(Side::Target, i32::MAX, "postgres", "postgres", opened);
     // Lost on the other side: not looked for here.
-    abandoned.record(Side::Source, pid, "postgres", "postgres");
+    abandoned.record(Side::Source, pid, "postgres", "postgres", opened);
     let ended = abandoned.end_on(Side::Target, &admin).await.unwrap();
     assert_eq!(
         ended,
         Ended {
             terminated: 0,
-            gone: 2,
+            gone: 3,
             refused: 0
         }
     );
@@ -278,8 +281,8 @@ async fn only_sessions_started_before_their_loss_are_ended() {
     assert_eq!(abandoned.pending(Side::Target), 0);
     assert_eq!(abandoned.pending(Side::Source), 1);
 
-    // Lost now, after it started: ended.
-    abandoned.record(Side::Target, pid, "postgres", "postgres");
+    // The session itself: ended.
+    abandoned.record(Side::Target, pid, "postgres", "postgres", opened);
     let ended = abandoned.end_on(Side::Target, &admin).await.unwrap();
     assert_eq!(ended.terminated, 1, "{ended:?}");
     for _ in 0..50 {
