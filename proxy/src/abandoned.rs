@@ -142,7 +142,7 @@ impl Abandoned {
                 Ok(row) if row.get::<_, bool>(0) => {
                     info!(side = side.name(), pid = l.pid, user = %l.user,
                         lost_for = ?l.at.elapsed(),
-                        "ended a backend session the proxy had lost (it could hold locks the journal's replay needs)");
+                        "ended a backend session the proxy had lost (it could hold locks others wait for)");
                     metrics::counter!("dualwrite_lost_sessions_ended_total", "side" => side.name())
                         .increment(1);
                     ended.terminated += 1;

@@ -333,13 +333,23 @@ async fn end_lost_sessions(shared: Arc<Shared>, shutdown: CancellationToken) {
             {
                 continue;
             }
-            let result = match dualwrite_common::connect(&backend.url, "dualwrite-proxy").await {
-                Ok(client) => shared
+            let work = async {
+                let client = dualwrite_common::connect(&backend.url, "dualwrite-proxy")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                shared
                     .abandoned
                     .end_on(backend.side, &client)
                     .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                    .map_err(|e| e.to_string())
+            };
+            // Never held up by a side that does not answer, nor holding up a shutdown.
+            let limit = settings.connect_timeout + std::time::Duration::from_secs(10);
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = tokio::time::timeout(limit, work) => {
+                    r.unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
+                }
             };
             wait[i] = match result {
                 Ok(_) => first,
