@@ -35,6 +35,16 @@ pub struct Status {
     /// Where mode and primary came from at start: the config file, or the state the proxy
     /// persisted before it last stopped.
     pub state_from: String,
+    /// Backend sessions lost without a clean close and not yet ended on their server.
+    #[serde(default)]
+    pub lost_sessions: LostSessions,
+}
+
+/// `status.lost_sessions`, per side (see `abandoned`).
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+pub struct LostSessions {
+    pub source: usize,
+    pub target: usize,
 }
 
 /// `status.dual_write`: present when a target is configured.
@@ -91,6 +101,10 @@ pub fn status(shared: &Shared) -> Status {
         paused: shared.gate.paused(),
         cutovers: shared.gate.history(),
         state_from: shared.state_from.clone(),
+        lost_sessions: LostSessions {
+            source: shared.abandoned.pending(Side::Source),
+            target: shared.abandoned.pending(Side::Target),
+        },
         max_client_connections: s.max_client_connections,
         source: s.source.url.endpoint(),
         target: s.target.as_ref().map(|t| t.url.endpoint()),

@@ -56,6 +56,9 @@ async fn a_transaction_cut_off_on_the_primary_does_not_hold_its_locks() {
     let told = err.as_db_error().expect("an error from the proxy");
     assert_eq!(told.code().code(), "08006", "{told:?}");
     eprintln!("the client was told: {}", told.message());
+    let status: serde_json::Value =
+        serde_json::from_str(&proxy.admin_get("/status").await).unwrap();
+    assert_eq!(status["lost_sessions"]["source"], 1, "{status}");
     partition.heal();
     let back_at = Instant::now();
     assert_eq!(
@@ -82,6 +85,16 @@ async fn a_transaction_cut_off_on_the_primary_does_not_hold_its_locks() {
         .await
         .unwrap();
     assert_eq!(cluster.psql("app", "SELECT v FROM kv WHERE k = 1"), "z");
+    // Listed no more once ended (the list is updated just after the session is ended).
+    let mut status = serde_json::Value::Null;
+    for _ in 0..50 {
+        status = serde_json::from_str(&proxy.admin_get("/status").await).unwrap();
+        if status["lost_sessions"]["source"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["lost_sessions"]["source"], 0, "{status}");
     let metrics = proxy.admin_get("/metrics").await;
     assert!(
         metrics.contains("dualwrite_lost_sessions_ended_total{side=\"source\"} 1"),
