@@ -91,14 +91,21 @@ impl Abandoned {
             .count()
     }
 
-    /// End on `side`'s server the sessions lost there, with `client` (the proxy's own login on
-    /// it). Entries it could check are removed; an error reaching the server keeps them all
-    /// for the next time.
-    pub async fn end_on(
+    /// End on `side`'s server the sessions lost there, with `admin` (the proxy's own login on
+    /// it). Sessions that login may not see or end (not a superuser, nor a member of
+    /// `pg_read_all_stats` / `pg_signal_backend`) are ended by a session of their own user,
+    /// which always may: `as_user(user, database)` opens one. Entries it could check are
+    /// removed; an error reaching the server keeps them all for the next time.
+    pub async fn end_on<F, Fut>(
         &self,
         side: Side,
-        client: &tokio_postgres::Client,
-    ) -> Result<Ended, tokio_postgres::Error> {
+        admin: &tokio_postgres::Client,
+        as_user: F,
+    ) -> Result<Ended, tokio_postgres::Error>
+    where
+        F: Fn(String, String) -> Fut,
+        Fut: std::future::Future<Output = Result<tokio_postgres::Client, String>>,
+    {
         let entries: Vec<Lost> = {
             let lost = self.lost.lock().expect("abandoned sessions lock poisoned");
             lost.iter().filter(|l| l.side == side).cloned().collect()
@@ -106,54 +113,25 @@ impl Abandoned {
         if entries.is_empty() {
             return Ok(Ended::default());
         }
-        // Which of them still run, in one look: the same process id, user and database, and a
-        // process started when the proxy opened the session (see STARTED_WITHIN).
-        let pids: Vec<i32> = entries.iter().map(|l| l.pid).collect();
-        let users: Vec<&str> = entries.iter().map(|l| l.user.as_str()).collect();
-        let databases: Vec<&str> = entries.iter().map(|l| l.database.as_str()).collect();
-        let opened_secs_ago: Vec<f64> = entries
-            .iter()
-            .map(|l| l.connected_at.elapsed().as_secs_f64())
-            .collect();
-        let alive: Vec<i32> = client
-            .query(
-                "SELECT l.pid
-                   FROM unnest($1::int4[], $2::text[], $3::text[], $4::float8[])
-                        AS l (pid, usename, datname, opened_secs_ago)
-                   JOIN pg_stat_activity a USING (pid)
-                  WHERE a.usename = l.usename AND a.datname = l.datname
-                    AND a.backend_start BETWEEN now() - make_interval(secs => l.opened_secs_ago + $5)
-                                            AND now() - make_interval(secs => l.opened_secs_ago - 1)",
-                &[&pids, &users, &databases, &opened_secs_ago, &STARTED_WITHIN.as_secs_f64()],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let mut ended = Ended {
-            gone: entries.len() - alive.len(),
-            ..Ended::default()
-        };
-        for l in entries.iter().filter(|l| alive.contains(&l.pid)) {
-            match client
-                .query_one("SELECT pg_terminate_backend($1)", &[&l.pid])
-                .await
-            {
-                Ok(row) if row.get::<_, bool>(0) => {
-                    info!(side = side.name(), pid = l.pid, user = %l.user,
-                        lost_for = ?l.at.elapsed(),
-                        "ended a backend session the proxy had lost (it could hold locks others wait for)");
-                    metrics::counter!("dualwrite_lost_sessions_ended_total", "side" => side.name())
-                        .increment(1);
-                    ended.terminated += 1;
+        let mut ended = Ended::default();
+        let mut rest = end_with(side, admin, &entries, &mut ended).await?;
+        while let Some(first) = rest.first().cloned() {
+            let (theirs, others): (Vec<Lost>, Vec<Lost>) = rest
+                .into_iter()
+                .partition(|l| l.user == first.user && l.database == first.database);
+            rest = others;
+            let left = match as_user(first.user.clone(), first.database.clone()).await {
+                Ok(own) => end_with(side, &own, &theirs, &mut ended).await?,
+                Err(e) => {
+                    warn!(side = side.name(), user = %first.user, error = %e,
+                        "cannot log in as the user of lost backend sessions to end them");
+                    theirs
                 }
-                Ok(_) => ended.gone += 1,
-                Err(e) if e.code().is_some() => {
-                    warn!(side = side.name(), pid = l.pid, user = %l.user, error = %e,
-                        "a backend session the proxy lost may still hold locks; its login may not end it: run SELECT pg_terminate_backend({}) as a superuser", l.pid);
-                    ended.refused += 1;
-                }
-                Err(e) => return Err(e),
+            };
+            for l in left {
+                warn!(side = side.name(), pid = l.pid, user = %l.user,
+                    "a backend session the proxy lost may still hold locks and cannot be ended from here: run SELECT pg_terminate_backend({}) as a superuser", l.pid);
+                ended.refused += 1;
             }
         }
         // Every entry has been looked at: forget them. Entries are listed in the order they
@@ -165,4 +143,77 @@ impl Abandoned {
             .retain(|l| l.side != side || Some(l.at) > last);
         Ok(ended)
     }
+}
+
+/// End, with `client`, those of `entries` still running; count them in `ended`. Returns the
+/// entries `client`'s login can neither see nor end.
+async fn end_with(
+    side: Side,
+    client: &tokio_postgres::Client,
+    entries: &[Lost],
+    ended: &mut Ended,
+) -> Result<Vec<Lost>, tokio_postgres::Error> {
+    // Which of them still run, in one look: the same process id, user and database, and a
+    // process started when the proxy opened the session (see STARTED_WITHIN). A session of
+    // another user shows no `backend_start` to a login without the right to see it.
+    let pids: Vec<i32> = entries.iter().map(|l| l.pid).collect();
+    let users: Vec<&str> = entries.iter().map(|l| l.user.as_str()).collect();
+    let databases: Vec<&str> = entries.iter().map(|l| l.database.as_str()).collect();
+    let opened_secs_ago: Vec<f64> = entries
+        .iter()
+        .map(|l| l.connected_at.elapsed().as_secs_f64())
+        .collect();
+    let rows = client
+        .query(
+            "SELECT l.pid, a.backend_start IS NOT NULL,
+                    a.usename = l.usename AND a.datname = l.datname
+                    AND a.backend_start BETWEEN now() - make_interval(secs => l.opened_secs_ago + $5)
+                                            AND now() - make_interval(secs => l.opened_secs_ago - 1)
+               FROM unnest($1::int4[], $2::text[], $3::text[], $4::float8[])
+                    AS l (pid, usename, datname, opened_secs_ago)
+               JOIN pg_stat_activity a USING (pid)
+              WHERE a.usename = l.usename",
+            &[&pids, &users, &databases, &opened_secs_ago, &STARTED_WITHIN.as_secs_f64()],
+        )
+        .await?;
+    let mut rest = Vec::new();
+    for l in entries {
+        let row = rows.iter().find(|r| r.get::<_, i32>(0) == l.pid);
+        let (visible, same) = match row {
+            Some(r) => (
+                r.get::<_, bool>(1),
+                r.get::<_, Option<bool>>(2) == Some(true),
+            ),
+            None => (true, false),
+        };
+        if !visible {
+            rest.push(l.clone());
+            continue;
+        }
+        if !same {
+            ended.gone += 1;
+            continue;
+        }
+        match client
+            .query_one("SELECT pg_terminate_backend($1)", &[&l.pid])
+            .await
+        {
+            Ok(row) if row.get::<_, bool>(0) => {
+                info!(side = side.name(), pid = l.pid, user = %l.user,
+                    lost_for = ?l.at.elapsed(),
+                    "ended a backend session the proxy had lost (it could hold locks others wait for)");
+                metrics::counter!("dualwrite_lost_sessions_ended_total", "side" => side.name())
+                    .increment(1);
+                ended.terminated += 1;
+            }
+            Ok(_) => ended.gone += 1,
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+            {
+                rest.push(l.clone())
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(rest)
 }

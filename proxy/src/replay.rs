@@ -184,6 +184,23 @@ fn password(
         })
 }
 
+/// A session on `backend` as `user` in `database`, with the password the proxy uses for that
+/// user there (for ending that user's lost sessions: see `abandoned`).
+pub(crate) async fn connect_as(
+    settings: &Settings,
+    backend: &Backend,
+    user: String,
+    database: String,
+) -> Result<tokio_postgres::Client, String> {
+    let mut url = backend.url.clone();
+    url.password = password(settings, backend, &user);
+    url.user = user;
+    url.dbname = database;
+    dualwrite_common::connect(&url, "dualwrite-proxy")
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Replay every unapplied `Missed` record to the secondary, in order.
 pub async fn replay(
     settings: &Settings,
@@ -249,12 +266,14 @@ async fn replay_to(
     // Sessions the proxy lost on this side may live on in the server, holding locks of the very
     // transactions about to be replayed: end them first.
     if let Some(a) = abandoned.filter(|a| a.pending(backend.side) > 0) {
-        a.end_on(backend.side, &admin)
-            .await
-            .map_err(|e| ReplayError::Marker {
-                side: backend.side.name(),
-                reason: format!("ending lost sessions: {e}"),
-            })?;
+        a.end_on(backend.side, &admin, |user, database| {
+            connect_as(settings, backend, user, database)
+        })
+        .await
+        .map_err(|e| ReplayError::Marker {
+            side: backend.side.name(),
+            reason: format!("ending lost sessions: {e}"),
+        })?;
     }
     admin
         .batch_execute(MARKER_SQL)

@@ -339,7 +339,9 @@ async fn end_lost_sessions(shared: Arc<Shared>, shutdown: CancellationToken) {
                     .map_err(|e| e.to_string())?;
                 shared
                     .abandoned
-                    .end_on(backend.side, &client)
+                    .end_on(backend.side, &client, |user, database| {
+                        crate::replay::connect_as(&settings, backend, user, database)
+                    })
                     .await
                     .map_err(|e| e.to_string())
             };

@@ -268,7 +268,12 @@ async fn only_the_lost_session_itself_is_ended() {
     abandoned.record(Side::Target, i32::MAX, "postgres", "postgres", opened);
     // Lost on the other side: not looked for here.
     abandoned.record(Side::Source, pid, "postgres", "postgres", opened);
-    let ended = abandoned.end_on(Side::Target, &admin).await.unwrap();
+    let not_needed =
+        |_: String, _: String| async { Err("the superuser sees them all".to_string()) };
+    let ended = abandoned
+        .end_on(Side::Target, &admin, not_needed)
+        .await
+        .unwrap();
     assert_eq!(
         ended,
         Ended {
@@ -283,7 +288,10 @@ async fn only_the_lost_session_itself_is_ended() {
 
     // The session itself: ended.
     abandoned.record(Side::Target, pid, "postgres", "postgres", opened);
-    let ended = abandoned.end_on(Side::Target, &admin).await.unwrap();
+    let ended = abandoned
+        .end_on(Side::Target, &admin, not_needed)
+        .await
+        .unwrap();
     assert_eq!(ended.terminated, 1, "{ended:?}");
     for _ in 0..50 {
         if alive() == "0" {
@@ -293,4 +301,63 @@ async fn only_the_lost_session_itself_is_ended() {
     }
     assert_eq!(alive(), "0");
     assert!(session.query_one("SELECT 1", &[]).await.is_err());
+}
+
+/// The proxy's own login on a server may have no right to see or end other users' sessions (a
+/// managed service's admin user often has neither). A lost session is then ended by a session
+/// of its own user, which always may; if that cannot log in either, it is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_without_the_right_ends_them_as_their_own_user() {
+    use dualwrite_proxy::abandoned::Abandoned;
+    use dualwrite_proxy::config::Side;
+    use dualwrite_tests::proxy::{client, APP_PASSWORD, APP_USER};
+    let cluster = dualwrite_tests::Cluster::start(&dualwrite_tests::PgBin::target());
+    cluster.create_role(APP_USER, APP_PASSWORD, "");
+    cluster.create_role("watcher", "watcher-secret", "");
+    cluster.psql("postgres", "CREATE DATABASE app OWNER app");
+    let admin = client(&cluster.url_as("watcher", "watcher-secret", "app")).await;
+    let session = client(&cluster.url_as(APP_USER, APP_PASSWORD, "app")).await;
+    let opened = Instant::now();
+    let pid: i32 = session
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let alive = || {
+        cluster.psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+        )
+    };
+    let abandoned = Abandoned::default();
+
+    // Its own user cannot log in (here: a wrong password): reported, left alone.
+    abandoned.record(Side::Target, pid, APP_USER, "app", opened);
+    let ended = abandoned
+        .end_on(Side::Target, &admin, |_, _| async {
+            Err("password authentication failed".to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!((ended.terminated, ended.refused), (0, 1), "{ended:?}");
+    assert_eq!(alive(), "1");
+
+    // As its own user: ended.
+    abandoned.record(Side::Target, pid, APP_USER, "app", opened);
+    let url = |user: String, db: String| cluster.url_as(&user, APP_PASSWORD, &db);
+    let ended = abandoned
+        .end_on(Side::Target, &admin, |user, db| {
+            let url = url(user, db);
+            async move { Ok(client(&url).await) }
+        })
+        .await
+        .unwrap();
+    assert_eq!((ended.terminated, ended.refused), (1, 0), "{ended:?}");
+    for _ in 0..50 {
+        if alive() == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(alive(), "0");
 }
