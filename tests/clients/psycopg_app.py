@@ -141,6 +141,12 @@ with psycopg.connect(conninfo()) as conn:
         say("returning", sorted(cur.fetchall()))
     conn.commit()
 
+    # Everything, read back on the session that wrote it (another session's read could reach
+    # the target before this session's last writes: see docs/guide/04-shadow-reads.md).
+    for r in conn.execute("SELECT id, name, amount, at, data, tags, doc, flag FROM drv_psycopg ORDER BY id"):
+        say("row", r)
+    conn.commit()
+
 # LISTEN/NOTIFY between two connections.
 with psycopg.connect(conninfo(), autocommit=True) as listener, \
         psycopg.connect(conninfo(), autocommit=True) as notifier:
@@ -148,10 +154,6 @@ with psycopg.connect(conninfo(), autocommit=True) as listener, \
     notifier.execute("SELECT pg_notify('drv_channel', 'hello from psycopg')")
     for n in listener.notifies(timeout=10, stop_after=1):
         say("notify", n.channel, n.payload)
-
-with psycopg.connect(conninfo()) as conn:
-    for r in conn.execute("SELECT id, name, amount, at, data, tags, doc, flag FROM drv_psycopg ORDER BY id"):
-        say("row", r)
 
 print("\n".join(out))
 sys.stdout.flush()
