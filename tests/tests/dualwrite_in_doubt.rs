@@ -178,6 +178,16 @@ async fn one_record_journal(
     (dir, settings)
 }
 
+/// A session on the target holding table `t` locked, inside a transaction it leaves open.
+async fn lock_on_target(d: &DualWrite) -> tokio_postgres::Client {
+    let blocker = dualwrite_tests::proxy::client(&d.target.url("app")).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    blocker
+}
+
 /// An in-doubt record whose replay fails for a reason of the moment (here a lock timeout: a
 /// session on the target holds the table) says nothing about whether the target had the
 /// write. It must not be taken as applied (the write would be lost for good): replay stops at
@@ -192,11 +202,7 @@ async fn an_in_doubt_record_that_meets_a_lock_timeout_is_retried_not_skipped() {
     // A journal of its own holding one in-doubt INSERT the target does not have.
     let (_dir, settings) = one_record_journal(&d, true).await;
 
-    let blocker = dualwrite_tests::proxy::client(&d.target.url("app")).await;
-    blocker
-        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let blocker = lock_on_target(&d).await;
     let err = dualwrite_proxy::replay::replay(&settings, None, &mut |_| {})
         .await
         .expect_err("the record cannot be applied while the table is locked");
@@ -222,11 +228,7 @@ async fn a_replay_waiting_for_a_lock_names_the_session_holding_it() {
     let d = DualWrite::start().await;
     d.both("CREATE TABLE t (id int PRIMARY KEY); GRANT ALL ON t TO app");
     let (_dir, settings) = one_record_journal(&d, false).await;
-    let blocker = dualwrite_tests::proxy::client(&d.target.url("app")).await;
-    blocker
-        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let blocker = lock_on_target(&d).await;
     let blocker_pid: i32 = blocker
         .query_one("SELECT pg_backend_pid()", &[])
         .await

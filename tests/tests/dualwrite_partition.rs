@@ -235,6 +235,33 @@ async fn client_and_backend_connections_are_probed_with_keepalives() {
     assert_eq!(d.assert_same("SELECT count(*) FROM t").await, "1");
 }
 
+/// The server process id of `c`'s session.
+async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
+    c.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// "1" while process `pid` runs a session on `cluster`, "0" once it has ended.
+fn running(cluster: &dualwrite_tests::Cluster, pid: i32) -> String {
+    cluster.psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+    )
+}
+
+/// Wait up to 5 s for process `pid` on `cluster` to end (it ends a moment after it is told).
+async fn wait_ended(cluster: &dualwrite_tests::Cluster, pid: i32) {
+    for _ in 0..50 {
+        if running(cluster, pid) == "0" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(running(cluster, pid), "0", "session {pid} still runs");
+}
+
 /// Ending lost sessions takes only the lost session itself: its process id, user and
 /// database, and a server process started when it was opened. A process id reused by another
 /// session (the same user and database) is left alone; a session gone already counts as gone.
@@ -246,17 +273,7 @@ async fn only_the_lost_session_itself_is_ended() {
     let admin = dualwrite_tests::proxy::client(&cluster.url("postgres")).await;
     let session = dualwrite_tests::proxy::client(&cluster.url("postgres")).await;
     let opened = Instant::now();
-    let pid: i32 = session
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let alive = || {
-        cluster.psql(
-            "postgres",
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
-        )
-    };
+    let pid = backend_pid(&session).await;
     let abandoned = Abandoned::default();
 
     // A session opened a minute ago under this pid: not the one running now.
@@ -282,7 +299,7 @@ async fn only_the_lost_session_itself_is_ended() {
             refused: 0
         }
     );
-    assert_eq!(alive(), "1");
+    assert_eq!(running(&cluster, pid), "1");
     assert_eq!(abandoned.pending(Side::Target), 0);
     assert_eq!(abandoned.pending(Side::Source), 1);
 
@@ -293,13 +310,7 @@ async fn only_the_lost_session_itself_is_ended() {
         .await
         .unwrap();
     assert_eq!(ended.terminated, 1, "{ended:?}");
-    for _ in 0..50 {
-        if alive() == "0" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(alive(), "0");
+    wait_ended(&cluster, pid).await;
     assert!(session.query_one("SELECT 1", &[]).await.is_err());
 }
 
@@ -318,17 +329,7 @@ async fn a_login_without_the_right_ends_them_as_their_own_user() {
     let admin = client(&cluster.url_as("watcher", "watcher-secret", "app")).await;
     let session = client(&cluster.url_as(APP_USER, APP_PASSWORD, "app")).await;
     let opened = Instant::now();
-    let pid: i32 = session
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let alive = || {
-        cluster.psql(
-            "postgres",
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
-        )
-    };
+    let pid = backend_pid(&session).await;
     let abandoned = Abandoned::default();
 
     // Its own user cannot log in (here: a wrong password): reported, left alone.
@@ -340,7 +341,7 @@ async fn a_login_without_the_right_ends_them_as_their_own_user() {
         .await
         .unwrap();
     assert_eq!((ended.terminated, ended.refused), (0, 1), "{ended:?}");
-    assert_eq!(alive(), "1");
+    assert_eq!(running(&cluster, pid), "1");
 
     // As its own user: ended.
     abandoned.record(Side::Target, pid, APP_USER, "app", opened);
@@ -353,11 +354,5 @@ async fn a_login_without_the_right_ends_them_as_their_own_user() {
         .await
         .unwrap();
     assert_eq!((ended.terminated, ended.refused), (1, 0), "{ended:?}");
-    for _ in 0..50 {
-        if alive() == "0" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(alive(), "0");
+    wait_ended(&cluster, pid).await;
 }
