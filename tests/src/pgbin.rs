@@ -58,6 +58,16 @@ impl PgBin {
             .find(|b| b.major > source.major)
     }
 
+    /// [`PgBin::newer`], for tests that need it: panics, saying how to get one, when there is
+    /// none (tests never skip).
+    pub fn newer_required() -> PgBin {
+        PgBin::newer().unwrap_or_else(|| {
+            panic!(
+                "no PostgreSQL newer than the source: set TARGET_PG_BIN or install PostgreSQL 18 into /opt/pg18 (scripts/setup.sh)"
+            )
+        })
+    }
+
     /// A bin directory; its major version is read from `postgres --version`.
     pub fn at(dir: impl Into<PathBuf>) -> PgBin {
         let dir = dir.into();

@@ -8,9 +8,7 @@ use dualwrite_tests::{unique_name, Pair, PgBin};
 #[tokio::test(flavor = "multi_thread")]
 async fn roles_are_sanitised_for_a_createrole_target() {
     // GRANTED BY is dumped from PostgreSQL 16 on: the source runs the newer server.
-    let newer = PgBin::newer().expect(
-        "no PostgreSQL newer than the source: set TARGET_PG_BIN or install PostgreSQL 18 into /opt/pg18 (scripts/setup.sh)",
-    );
+    let newer = PgBin::newer_required();
     let pair = Pair::start_with(&newer, &newer);
     pair.source.psql(
         &pair.db,

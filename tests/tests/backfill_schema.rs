@@ -321,9 +321,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
 
 #[test]
 fn target_older_than_source_is_refused() {
-    let newer = PgBin::newer().expect(
-        "no PostgreSQL newer than the source: set TARGET_PG_BIN or install PostgreSQL 18 into /opt/pg18 (scripts/setup.sh)",
-    );
+    let newer = PgBin::newer_required();
     let pair = Pair::start_with(&newer, &PgBin::source());
     pair.source.psql(&pair.db, "CREATE TABLE t (a int)");
     let work = tempfile::tempdir().unwrap();

@@ -402,9 +402,7 @@ async fn ten_million_rows_stream_with_flat_memory() {
 /// 3.0; a client that insists on 3.2 (`min_protocol_version=3.2`) gets libpq's own refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_3_2_clients_are_negotiated_down_to_3_0() {
-    let newer = dualwrite_tests::PgBin::newer().expect(
-        "no PostgreSQL newer than the source: set TARGET_PG_BIN or install PostgreSQL 18 into /opt/pg18 (scripts/setup.sh)",
-    );
+    let newer = dualwrite_tests::PgBin::newer_required();
     assert!(
         newer.major >= 18,
         "libpq {} cannot ask for protocol 3.2",

@@ -70,9 +70,7 @@ impl Driver {
     fn command(self) -> tokio::process::Command {
         match self {
             Driver::Psql18 => {
-                let newer = dualwrite_tests::PgBin::newer().expect(
-                    "no PostgreSQL newer than the source: set TARGET_PG_BIN or install PostgreSQL 18 into /opt/pg18 (scripts/setup.sh)",
-                );
+                let newer = dualwrite_tests::PgBin::newer_required();
                 assert!(
                     newer.major >= 18,
                     "psql {} has no pipeline commands",

@@ -7,11 +7,7 @@ use dualwrite_validator::report::Status;
 
 #[tokio::test]
 async fn checksums_agree_across_major_versions() {
-    let newer = PgBin::newer().unwrap_or_else(|| {
-        panic!(
-            "no PostgreSQL newer than the source: set TARGET_PG_BIN or install PostgreSQL 18 into /opt/pg18 (scripts/setup.sh)"
-        )
-    });
+    let newer = PgBin::newer_required();
     let pair = Pair::start_with(&PgBin::source(), &newer);
     assert!(pair.target.bin.major > pair.source.bin.major);
     fill_both(&pair);
