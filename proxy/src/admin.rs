@@ -58,7 +58,18 @@ pub struct DualWriteStatus {
     pub detach_reason: Option<String>,
     pub secondary_failures: u64,
     pub divergences: u64,
+    /// Commits the primary acknowledged (positions in the commit order) and how many of
+    /// them, in order, the secondary has applied or the journal holds.
+    #[serde(default)]
+    pub commit_order: CommitOrderStatus,
     pub journal: Option<JournalStatus>,
+}
+
+/// `status.dual_write.commit_order` (see `order`).
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+pub struct CommitOrderStatus {
+    pub assigned: u64,
+    pub settled: u64,
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -123,6 +134,10 @@ pub fn status(shared: &Shared) -> Status {
                     .secondary_failures
                     .load(std::sync::atomic::Ordering::Relaxed),
                 divergences: d.divergences.load(std::sync::atomic::Ordering::Relaxed),
+                commit_order: CommitOrderStatus {
+                    assigned: shared.order.assigned(),
+                    settled: shared.order.settled(),
+                },
                 journal: shared.journal.as_ref().map(|j| {
                     let st = j.stats();
                     JournalStatus {

@@ -73,6 +73,11 @@ pub struct Classification {
     /// Known non-deterministic functions called (lower-case, deduplicated, in order of
     /// appearance), whether the statement reads or writes.
     pub nondeterministic: Vec<&'static str>,
+    /// Some statement may change data or schema, beyond the session and its transaction: not
+    /// so for transaction control, `SET`/`RESET`/`DISCARD`/`PREPARE`/`DEALLOCATE`/`LISTEN`/
+    /// `UNLISTEN`/`LOAD`, `LOCK`, `SELECT ... FOR UPDATE` and reads. When unsure, true. A
+    /// transaction with no such statement has nothing to apply or journal on the secondary.
+    pub effect: bool,
 }
 
 impl Classification {
@@ -95,6 +100,8 @@ pub fn classify(sql: &str) -> Classification {
         copy_from_stdin: false,
         unshadowable: false,
         nesting: 0,
+        effect: false,
+        writes: 0,
     };
 
     let mut route = Route::PrimaryOnly;
@@ -123,6 +130,9 @@ pub fn classify(sql: &str) -> Classification {
                 if r == Route::Both || inner_semicolon {
                     route = Route::Both;
                 }
+                if inner_semicolon {
+                    an.effect = true;
+                }
                 if tx != TxControl::None {
                     any_tx = true;
                 }
@@ -143,6 +153,7 @@ pub fn classify(sql: &str) -> Classification {
     if let Some(pos) = lexed.unterminated {
         if route == Route::PrimaryOnly && mentions_write_keyword(&sql[pos..]) {
             route = Route::Both;
+            an.effect = true;
         }
     }
 
@@ -155,6 +166,7 @@ pub fn classify(sql: &str) -> Classification {
         shadowable: !an.unshadowable,
         tables: an.tables,
         nondeterministic: nondeterministic_calls(sql, toks),
+        effect: an.effect,
     }
 }
 
@@ -519,6 +531,10 @@ struct Analyzer<'a> {
     unshadowable: bool,
     /// Statements being classified inside one another (EXPLAIN ANALYZE, COPY, DECLARE).
     nesting: u32,
+    /// Some statement may change data or schema (see `Classification::effect`).
+    effect: bool,
+    /// Data-changing parts seen in query-shaped statements (DML, SELECT INTO, unsafe calls).
+    writes: usize,
 }
 
 /// Deepest statement nesting classified; deeper text is sent to both.
@@ -554,6 +570,7 @@ impl<'a> Analyzer<'a> {
         // `EXPLAIN ANALYZE EXPLAIN ANALYZE ...` and `DECLARE ... FOR DECLARE ...` nest; bound
         // the recursion instead of trusting the text.
         if self.nesting >= MAX_NESTING {
+            self.effect = true;
             return (Route::Both, TxControl::None);
         }
         self.nesting += 1;
@@ -569,6 +586,7 @@ impl<'a> Analyzer<'a> {
             p += 1;
         }
         if p >= hi || self.toks[p].k != K::Word {
+            self.effect = true;
             return (Both, TxControl::None);
         }
         let mut buf = [0u8; 48];
@@ -604,6 +622,7 @@ impl<'a> Analyzer<'a> {
             return (Both, tx);
         }
 
+        let writes_before = self.writes;
         let route = match kw {
             "select" | "values" | "table" | "with" | "insert" | "update" | "delete" | "merge" => {
                 self.query(p, hi)
@@ -651,6 +670,16 @@ impl<'a> Analyzer<'a> {
             }
             // DDL, maintenance, EXECUTE, CALL, DO, LOCK, NOTIFY, CHECKPOINT and anything unknown.
             _ => Both,
+        };
+        self.effect |= match kw {
+            "select" | "values" | "table" | "with" | "insert" | "update" | "delete" | "merge" => {
+                self.writes > writes_before
+            }
+            // The statement inside decides (classified on its own above).
+            "explain" | "declare" => false,
+            "set" | "reset" | "discard" | "prepare" | "deallocate" | "listen" | "unlisten"
+            | "load" | "lock" => false,
+            _ => route == Both,
         };
         (route, TxControl::None)
     }
@@ -799,7 +828,10 @@ impl<'a> Analyzer<'a> {
         while i < hi {
             let t = self.toks[i];
             match t.k {
-                K::Semi => route = Route::Both,
+                K::Semi => {
+                    route = Route::Both;
+                    self.writes += 1;
+                }
                 K::Word => {
                     let mut buf = [0u8; 48];
                     let w = lower(self.text(i), &mut buf).unwrap_or("");
@@ -808,6 +840,7 @@ impl<'a> Analyzer<'a> {
                     match w {
                         "insert" | "update" | "delete" | "merge" if statement_position => {
                             route = Route::Both;
+                            self.writes += 1;
                             i = self.dml_target(w == "update", w == "delete", i + 1, hi);
                             continue;
                         }
@@ -815,6 +848,7 @@ impl<'a> Analyzer<'a> {
                         "into" => {
                             // SELECT ... INTO [TEMP | UNLOGGED] [TABLE] name
                             route = Route::Both;
+                            self.writes += 1;
                             i = self.select_into_target(i + 1, hi);
                             continue;
                         }
@@ -822,6 +856,7 @@ impl<'a> Analyzer<'a> {
                     }
                     if self.kind(i + 1, hi) == Some(K::LParen) && self.is_unsafe_call(i, lo, hi) {
                         route = Route::Both;
+                        self.writes += 1;
                     }
                 }
                 K::QIdent
@@ -829,6 +864,7 @@ impl<'a> Analyzer<'a> {
                         && self.is_unsafe_call(i, lo, hi) =>
                 {
                     route = Route::Both;
+                    self.writes += 1;
                 }
                 _ => {}
             }
@@ -2331,5 +2367,54 @@ mod tests {
             classify(&format!("SELECT {deep}")).route,
             Route::PrimaryOnly
         );
+    }
+
+    #[test]
+    fn only_statements_that_may_change_data_have_an_effect() {
+        let effect = [
+            "insert into t values (1)",
+            "update t set v = 1",
+            "delete from t",
+            "with x as (delete from t returning *) select * from x",
+            "select nextval('s')",
+            "select * into t2 from t",
+            "create table t (id int)",
+            "drop table t",
+            "alter table t add column c int",
+            "truncate t",
+            "copy t from stdin",
+            "call p()",
+            "do $$ begin end $$",
+            "execute stmt(1)",
+            "explain analyze insert into t values (1)",
+            "begin; insert into t values (1); commit",
+            "frobnicate the table",
+        ];
+        for sql in effect {
+            assert!(classify(sql).effect, "{sql} has an effect");
+        }
+        let none = [
+            "select * from t",
+            "select * from t for update",
+            "begin",
+            "commit",
+            "rollback",
+            "savepoint a",
+            "set search_path = x",
+            "reset all",
+            "discard all",
+            "prepare p as insert into t values (1)",
+            "deallocate p",
+            "listen ch",
+            "lock table t in exclusive mode",
+            "show work_mem",
+            "explain select 1",
+            "explain analyze select * from t",
+            "declare c cursor with hold for select * from t",
+            "begin; select 1; commit",
+        ];
+        for sql in none {
+            assert!(!classify(sql).effect, "{sql} has no effect");
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! - `session`: one client: startup, TLS, authentication, backend session, relay.
 //! - `relay`: forwarding frames both ways without re-encoding them; routing writes.
 //! - `unit`: the units the secondary replays (writes and session state), per statement.
+//! - `order`: the primary's commit order, which the secondary commits in and the journal follows.
 //! - `secondary`: a session's secondary backend: ordered replay, transactions, journaling.
 //! - `copytrack`: which Syncs the server ignores during an extended-protocol COPY.
 //! - `lane`: shared secondary sessions for the shadow reads of sessions without state of their own.
@@ -38,6 +39,7 @@ pub mod dual;
 pub mod journal;
 pub mod lane;
 pub mod metrics;
+pub mod order;
 pub mod outcome;
 pub mod protocol;
 pub mod relay;

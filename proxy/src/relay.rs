@@ -352,6 +352,13 @@ async fn client_to_backend(
                             }
                         }
                     }
+                    for item in &mut items[before..] {
+                        if let Item::Unit(u) = item {
+                            if u.copy_in {
+                                u.seen = shared.order.assigned();
+                            }
+                        }
+                    }
                     dual_since_boundary |=
                         items[before..].iter().any(|i| matches!(i, Item::Unit(_)));
                     if boundary {
@@ -491,7 +498,11 @@ async fn backend_to_client(
                     if let (Some(sec), Some(mut o), Some(p)) = (secondary, done, front) {
                         if p.dual {
                             o.elapsed = p.sent.elapsed();
-                            sec.outcome(o);
+                            // The commit order is the order of these acknowledgements, taken
+                            // before the client can see this one and act on it elsewhere.
+                            o.seen = shared.order.assigned();
+                            let ticket = (status == b'I').then(|| shared.order.assign());
+                            sec.outcome(o, ticket);
                         }
                     }
                     collector.begin(status);

@@ -24,6 +24,7 @@ use crate::backend;
 use crate::classify::TxControl;
 use crate::config::{Backend, OnLag};
 use crate::journal::{Record, RecordKind};
+use crate::order::Ticket;
 use crate::outcome::{Collector, Outcome, ResultKind};
 use crate::protocol::{self, frontend as f};
 use crate::server::Shared;
@@ -50,7 +51,7 @@ struct Queued {
 pub struct Secondary {
     items: mpsc::UnboundedSender<Queued>,
     swaps: mpsc::UnboundedSender<SwapRequest>,
-    outcomes: mpsc::UnboundedSender<Outcome>,
+    outcomes: mpsc::UnboundedSender<Answer>,
     lag: Arc<Semaphore>,
     max_lag: usize,
     on_lag: OnLag,
@@ -80,10 +81,11 @@ impl Secondary {
             statements: HashMap::new(),
             sec_status: b'I',
             txn: Vec::new(),
+            txn_outcomes: Vec::new(),
+            sent: 0,
             txn_failed: None,
-            txn_in_doubt: false,
-            deferred: Vec::new(),
-            deferred_bytes: 0,
+            txn_incomplete: None,
+            txn_no_ahead: false,
             prelude: Vec::new(),
             outcomes: out_rx,
             lag_detached: lag_detached.clone(),
@@ -175,9 +177,10 @@ impl Secondary {
         })
     }
 
-    /// The primary's answer to the next unit that has secondary steps.
-    pub fn outcome(&self, outcome: Outcome) {
-        let _ = self.outcomes.send(outcome);
+    /// The primary's answer to the next unit that has secondary steps, with its place in the
+    /// commit order when it ended a transaction (or committed on its own).
+    pub fn outcome(&self, outcome: Outcome, ticket: Option<Ticket>) {
+        let _ = self.outcomes.send((outcome, ticket));
     }
 }
 
@@ -208,6 +211,18 @@ pub struct SwapError {
 #[derive(Debug)]
 struct Lost(String);
 
+/// Why the secondary did not apply a transaction's units.
+struct TxnFailure {
+    reason: String,
+    /// The connection was lost while the batch holding the commit ran.
+    in_doubt: bool,
+    /// The statement that failed (none when the connection was lost).
+    statement: Option<String>,
+}
+
+/// The primary's answer to a unit, and the unit's place in the commit order.
+type Answer = (Outcome, Option<Ticket>);
+
 struct CopyState {
     unit: Unit,
     live: bool,
@@ -217,8 +232,18 @@ struct CopyState {
     data_bytes: usize,
 }
 
-/// Bytes of a transaction's units held back before they are sent anyway.
-const DEFER_LIMIT: usize = 1 << 20;
+/// Bytes of a transaction's units sent to the secondary in one write before their answers are
+/// read (a larger transaction goes in several batches: the server's answers must not fill the
+/// socket while the proxy is still writing).
+const BATCH_LIMIT: usize = 1 << 20;
+
+/// How long a transaction that holds statements on the secondary ahead of its commit waits
+/// for an earlier commit before it gives way: it rolls back what it ran there (its locks
+/// could be what the earlier one waits for) and runs again whole at its turn.
+const GIVE_WAY: Duration = Duration::from_secs(1);
+
+/// A wait in the commit order longer than this is logged.
+const ORDER_WAIT_REPORT: Duration = Duration::from_secs(10);
 
 /// COPY data kept for the journal in case the secondary fails; past this, the record says
 /// which table needs a re-backfill instead.
@@ -232,18 +257,23 @@ struct Worker {
     /// Statements the secondary has: name -> generation.
     statements: HashMap<String, u64>,
     sec_status: u8,
-    /// Units of the current transaction, for journaling it whole.
+    /// Units of the current transaction (COPY units with their data), for applying it at its
+    /// turn in the commit order, re-running it, or journaling it whole.
     txn: Vec<Unit>,
+    /// The primary's outcomes of `txn`, for comparing results.
+    txn_outcomes: Vec<Outcome>,
+    /// How many units of `txn` the secondary's open transaction has run already (ahead of the
+    /// commit: for a shadow read or a COPY inside the transaction).
+    sent: usize,
+    /// The secondary's open transaction failed while running ahead (an error, a lost
+    /// connection): it is rolled back and run whole again at its turn.
     txn_failed: Option<String>,
-    /// The connection was lost while the secondary ran the transaction's COMMIT.
-    txn_in_doubt: bool,
-    /// The primary's outcomes of the transaction's units not yet sent to the secondary (the
-    /// last `deferred.len()` units of `txn`): they go in one batch with the unit that ends the
-    /// transaction, or before anything that needs the transaction open on the secondary.
-    deferred: Vec<Outcome>,
-    deferred_bytes: usize,
+    /// A unit of the transaction cannot be run again (a COPY too large to keep): why.
+    txn_incomplete: Option<String>,
+    /// The transaction gave way once (see [`GIVE_WAY`]): it no longer runs ahead.
+    txn_no_ahead: bool,
     prelude: Vec<String>,
-    outcomes: mpsc::UnboundedReceiver<Outcome>,
+    outcomes: mpsc::UnboundedReceiver<Answer>,
     lag_detached: Arc<AtomicBool>,
     backoff: Duration,
     next_connect: Instant,
@@ -260,7 +290,7 @@ struct Worker {
     /// Samples handed to the shared session and not yet answered.
     unsettled: Arc<Unsettled>,
     /// The primary's answer to a batch whose writes and sampled reads were split into two
-    /// units, kept for the second.
+    /// units, kept for the second (without its place in the commit order).
     shared_answer: Option<Outcome>,
     lag_gauge: metrics::Gauge,
 }
@@ -319,7 +349,7 @@ impl Worker {
             if self.copy.is_some() && matches!(q.item, Item::Unit(_)) {
                 // The COPY never started on the primary (it refused it): close ours.
                 match self.outcomes.recv().await {
-                    Some(o) => self.copy_end(Bytes::new(), o).await,
+                    Some((o, ticket)) => self.copy_end(Bytes::new(), o, ticket).await,
                     None => self.copy = None,
                 }
             }
@@ -333,7 +363,9 @@ impl Worker {
                     let answer = if u.shares_answer {
                         self.shared_answer.take()
                     } else {
-                        self.outcomes.recv().await
+                        // A read has no place of its own in the commit order: its position
+                        // (when it ended a transaction of reads) is settled now.
+                        self.outcomes.recv().await.map(|(o, _)| o)
                     };
                     let finished = match answer {
                         Some(o) => self.shadow(u, o).await,
@@ -345,17 +377,17 @@ impl Worker {
                 }
                 Item::Unit(u) if u.copy_in => self.copy_start(u).await,
                 Item::Unit(u) => match self.outcomes.recv().await {
-                    Some(o) => {
+                    Some((o, ticket)) => {
                         if u.answer_shared {
                             self.shared_answer = Some(o.clone());
                         }
-                        self.unit(u, o).await
+                        self.unit(u, o, ticket).await
                     }
                     None => self.outcome_unknown(&u).await,
                 },
                 Item::CopyData(d) => self.copy_data(d).await,
                 Item::CopyEnd(end) => match self.outcomes.recv().await {
-                    Some(o) => self.copy_end(end, o).await,
+                    Some((o, ticket)) => self.copy_end(end, o, ticket).await,
                     None => {
                         if let Some(c) = self.copy.take() {
                             self.outcome_unknown(&c.unit).await;
@@ -491,8 +523,15 @@ impl Worker {
             self.shared.shadow.skip("canceled");
             return true;
         }
-        // The read sees the transaction's writes so far.
-        self.flush(false).await;
+        // A read inside a transaction sees the transaction's writes so far: they run on the
+        // secondary ahead of its commit (see `run_ahead`).
+        if primary.status_before != b'I'
+            && !self.txn.is_empty()
+            && !self.run_ahead(primary.seen).await
+        {
+            self.shared.shadow.skip("transaction_not_ahead");
+            return true;
+        }
         if self.lane_eligible(&primary) {
             match self.shadow_lane(&u, primary).await {
                 Ok(()) => return false,
@@ -586,7 +625,6 @@ impl Worker {
         primary.status_before == b'I'
             && self.sec_status == b'I'
             && self.txn.is_empty()
-            && self.deferred.is_empty()
             && self.copy.is_none()
             && self.prelude.is_empty()
             && !self.session_state
@@ -778,17 +816,16 @@ impl Worker {
         self.next_connect = Instant::now() + self.backoff;
     }
 
-    async fn unit(&mut self, mut u: Unit, mut o: Outcome) {
+    /// A unit the primary answered. One that commits on its own is applied at its turn in the
+    /// commit order; one inside a transaction is kept until the primary commits the
+    /// transaction, which is then applied whole at its turn (see `order`).
+    async fn unit(&mut self, u: Unit, o: Outcome, ticket: Option<Ticket>) {
         self.session_state |= u.session_state;
         let before = o.status_before;
         let after = o.status_after;
         let primary_error = o.error().is_some();
         if before == b'I' {
-            self.txn.clear();
-            self.txn_failed = None;
-            self.txn_in_doubt = false;
-            self.deferred.clear();
-            self.deferred_bytes = 0;
+            self.reset_txn();
         }
         let action = if primary_error {
             if after == b'I' && before != b'I' {
@@ -803,188 +840,344 @@ impl Worker {
             && matches!(o.results.last().map(|r| &r.kind), Some(ResultKind::Tag(t)) if t == "ROLLBACK")
         {
             // The client rolled the transaction back: nothing of it is applied or journaled
-            // (what the secondary has of it is rolled back below).
+            // (what the secondary ran of it ahead is rolled back below).
             Action::Rollback
         } else {
             Action::Apply
         };
         self.warn_nondeterministic(&u);
-        let shared = self.shared.clone();
-        let gate = shared.dual.gate.read().await;
         match action {
-            Action::Skip => {}
-            Action::Rollback => {
-                self.txn.clear();
-                self.txn_failed = None;
-                self.txn_in_doubt = false;
-                self.deferred.clear();
-                self.deferred_bytes = 0;
-            }
-
+            Action::Skip | Action::Rollback => drop(ticket),
+            Action::Apply if before == b'I' && after == b'I' => self.autocommit(u, o, ticket).await,
             Action::Apply => {
-                let in_txn = before != b'I' || after != b'I';
-                let bytes = u.bytes;
-                if in_txn {
-                    // Kept whole for the journal; below, an in-transaction unit needs only
-                    // its size.
-                    self.txn.push(std::mem::take(&mut u));
-                }
-                if self.txn_failed.is_some() {
-                    // The secondary's transaction already failed: the rest is journaled with it.
-                } else if !self.live(before == b'I').await {
-                    let reason = self.detached_reason();
-                    if in_txn {
-                        self.txn_failed = Some(reason);
-                    } else {
-                        self.journal_units(std::slice::from_ref(&u), &reason).await;
-                    }
-                } else if in_txn {
-                    self.deferred.push(std::mem::take(&mut o));
-                    self.deferred_bytes += bytes;
-                    if after == b'I' || self.deferred_bytes > DEFER_LIMIT {
-                        self.flush(after == b'I').await;
-                    }
-                } else {
-                    match self.send_unit(&u).await {
-                        Ok(sec) => {
-                            if let Some((code, message)) = sec.error() {
-                                let reason = format!("{code} {message}");
-                                metrics::counter!("dualwrite_secondary_failures_total", "kind" => "error").increment(1);
-                                self.shared
-                                    .dual
-                                    .secondary_failures
-                                    .fetch_add(1, Ordering::Relaxed);
-                                info!(error = %reason, statement = %u.text, "secondary failed a statement the primary applied");
-                                if in_txn {
-                                    self.txn_failed = Some(reason);
-                                } else {
-                                    self.journal_units(std::slice::from_ref(&u), &reason).await;
-                                }
-                            } else {
-                                self.compare(&u, &o, &sec).await;
-                                for t in &u.tables {
-                                    self.shared.dual.note_write(t);
-                                }
-                                if u.session_state && u.tx.is_none() && self.prelude.len() < 100 {
-                                    if let Some(Step::Raw(q)) = u.steps.first() {
-                                        if q.first() == Some(&f::QUERY) {
-                                            self.prelude.push(query_text(q));
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        Err(Lost(why)) => {
-                            self.lost(&why);
-                            // A unit that ends idle commits on the secondary: the connection
-                            // may have died after that commit and before its answer.
-                            let in_doubt = after == b'I';
-                            let reason = format!("secondary connection lost: {why}");
-                            if in_txn {
-                                self.txn_failed = Some(reason);
-                                self.txn_in_doubt = in_doubt;
-                            } else {
-                                self.journal_in_doubt(std::slice::from_ref(&u), &reason, in_doubt)
-                                    .await;
-                            }
-                        }
-                    }
-                }
-                if after == b'I' && before != b'I' {
-                    // The primary committed the transaction.
-                    if let Some(reason) = self.txn_failed.take() {
-                        let units = std::mem::take(&mut self.txn);
-                        let in_doubt = std::mem::take(&mut self.txn_in_doubt);
-                        self.journal_in_doubt(&units, &reason, in_doubt).await;
-                    }
-                    self.txn.clear();
-                    self.txn_in_doubt = false;
-                    self.deferred.clear();
-                    self.deferred_bytes = 0;
+                self.txn.push(u);
+                self.txn_outcomes.push(o);
+                if after == b'I' {
+                    self.commit(ticket).await;
                 }
             }
         }
-        drop(gate);
-        if after == b'I' && self.sec_status != b'I' {
-            self.rollback().await;
+        if after == b'I' {
+            self.reset_txn();
+            if self.sec_status != b'I' {
+                self.rollback().await;
+            }
         }
     }
 
-    /// Send the transaction's deferred units in one batch and read their answers in order.
-    /// `ending`: the batch ends with the unit that commits the transaction.
-    async fn flush(&mut self, ending: bool) {
-        let outcomes = std::mem::take(&mut self.deferred);
-        self.deferred_bytes = 0;
-        let n = outcomes.len();
-        if n == 0 || self.txn_failed.is_some() {
-            return;
-        }
-        if self.conn.is_none() {
-            // Nothing is sent: the transaction is journaled whole, not in doubt.
-            self.txn_failed = Some(self.detached_reason());
-            return;
-        }
-        // The transaction's units are lent out for the batch and put back after it (the
-        // journal may still need them whole).
-        let txn = std::mem::take(&mut self.txn);
-        self.flush_units(&txn[txn.len() - n..], &outcomes, ending)
-            .await;
-        self.txn = txn;
+    fn reset_txn(&mut self) {
+        self.txn.clear();
+        self.txn_outcomes.clear();
+        self.sent = 0;
+        self.txn_failed = None;
+        self.txn_incomplete = None;
+        self.txn_no_ahead = false;
     }
 
-    async fn flush_units(&mut self, units: &[Unit], outcomes: &[Outcome], ending: bool) {
-        let n = units.len();
-        let mut out = BytesMut::new();
-        let parsed: Vec<Vec<String>> = units
-            .iter()
-            .map(|u| self.encode_steps(&u.steps, &mut out))
-            .collect();
-        let answers = match self.conn.as_mut() {
-            Some(conn) => roundtrips(conn, &out, n).await,
-            None => Err(Lost("not connected".into())),
-        };
-        let answers = match answers {
-            Ok(a) => a,
+    /// A unit that commits on its own (outside a transaction).
+    async fn autocommit(&mut self, u: Unit, o: Outcome, ticket: Option<Ticket>) {
+        if !u.effect {
+            // Session state or nothing at all: no place in the commit order, never journaled.
+            drop(ticket);
+            self.session_unit(&u).await;
+            return;
+        }
+        self.turn(ticket.as_ref()).await;
+        let shared = self.shared.clone();
+        let _gate = shared.dual.gate.read().await;
+        if !self.live(true).await {
+            let reason = self.detached_reason();
+            self.journal_units(std::slice::from_ref(&u), &reason).await;
+            return;
+        }
+        match self.send_unit(&u).await {
+            Ok(sec) => match sec.error() {
+                Some((code, message)) => {
+                    let reason = format!("{code} {message}");
+                    self.count_failure(&reason, &u.text);
+                    self.journal_units(std::slice::from_ref(&u), &reason).await;
+                }
+                None => {
+                    self.applied(&u, &o, &sec).await;
+                    self.remember_state(&u);
+                }
+            },
             Err(Lost(why)) => {
                 self.lost(&why);
-                self.txn_failed
-                    .get_or_insert_with(|| format!("secondary connection lost: {why}"));
-                // The batch held the COMMIT: the secondary may have run it before the end.
-                self.txn_in_doubt = ending;
-                return;
+                // It commits on the secondary: the connection may have died after that commit
+                // and before its answer.
+                let reason = format!("secondary connection lost: {why}");
+                self.journal_in_doubt(std::slice::from_ref(&u), &reason, true)
+                    .await;
             }
-        };
-        let mut stale: Vec<String> = Vec::new();
-        for (i, sec) in answers.iter().enumerate() {
-            self.sec_status = sec.status_after;
-            if self.txn_failed.is_some() {
-                // After a failure the server skipped the rest: their statements may not exist.
-                stale.extend(parsed[i].iter().cloned());
-                continue;
+        }
+    }
+
+    /// A unit that changes no data outside a transaction (SET, PREPARE, a statement's Parse):
+    /// the secondary's session gets it for what follows, but its failure loses no write, so it
+    /// is logged, never journaled, and detaches nothing.
+    async fn session_unit(&mut self, u: &Unit) {
+        if self.conn.is_none() {
+            self.live(true).await;
+        }
+        if self.conn.is_none() {
+            // Restored when the session next connects, and carried by journal records.
+            self.remember_state(u);
+            return;
+        }
+        match self.send_unit(u).await {
+            Ok(sec) => match sec.error() {
+                Some((code, message)) => {
+                    metrics::counter!("dualwrite_secondary_failures_total", "kind" => "session")
+                        .increment(1);
+                    warn!(error = %format!("{code} {message}"), statement = %u.text,
+                        "secondary failed a statement that changes no data; not journaled");
+                }
+                None => self.remember_state(u),
+            },
+            Err(Lost(why)) => {
+                self.lost(&why);
+                self.remember_state(u);
             }
-            if let Some((code, message)) = sec.error() {
-                let reason = format!("{code} {message}");
-                metrics::counter!("dualwrite_secondary_failures_total", "kind" => "error")
-                    .increment(1);
-                self.shared
-                    .dual
-                    .secondary_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                info!(error = %reason, statement = %units[i].text, "secondary failed a statement the primary applied");
-                stale.extend(parsed[i].iter().cloned());
-                self.txn_failed = Some(reason);
-            } else {
-                self.compare(&units[i], &outcomes[i], sec).await;
-                for t in &units[i].tables {
-                    self.shared.dual.note_write(t);
+        }
+    }
+
+    /// Keep a session-state statement (SET, ...) to restore it on a new secondary session and
+    /// in journal records.
+    fn remember_state(&mut self, u: &Unit) {
+        if u.session_state && u.tx.is_none() && self.prelude.len() < 100 {
+            if let Some(Step::Raw(q)) = u.steps.first() {
+                if q.first() == Some(&f::QUERY) {
+                    self.prelude.push(query_text(q));
                 }
             }
         }
-        if self.txn_failed.is_some() {
-            if let Err(Lost(why)) = self.forget(stale).await {
-                self.lost(&why);
+    }
+
+    fn count_failure(&self, reason: &str, statement: &str) {
+        metrics::counter!("dualwrite_secondary_failures_total", "kind" => "error").increment(1);
+        self.shared
+            .dual
+            .secondary_failures
+            .fetch_add(1, Ordering::Relaxed);
+        info!(error = %reason, statement = %statement, "secondary failed a statement the primary applied");
+    }
+
+    /// The secondary applied `u` as the primary did: compare results, note the tables written.
+    async fn applied(&mut self, u: &Unit, primary: &Outcome, secondary: &Outcome) {
+        self.compare(u, primary, secondary).await;
+        for t in &u.tables {
+            self.shared.dual.note_write(t);
+        }
+    }
+
+    /// Wait for this unit's turn in the commit order. While the secondary holds statements of
+    /// this transaction run ahead, give way after [`GIVE_WAY`].
+    async fn turn(&mut self, ticket: Option<&Ticket>) {
+        let Some(t) = ticket else {
+            return;
+        };
+        if self.sent > 0 && self.sec_status != b'I' {
+            if t.turn(Some(GIVE_WAY)).await {
+                return;
+            }
+            self.give_way().await;
+        }
+        let started = Instant::now();
+        while !t.turn(Some(ORDER_WAIT_REPORT)).await {
+            warn!(position = t.pos(), settled = self.shared.order.settled(), waited = ?started.elapsed(),
+                "secondary: a commit waits for earlier commits to be applied");
+        }
+    }
+
+    /// Roll back what the transaction ran ahead on the secondary (its locks may be what an
+    /// earlier commit waits for there); it runs whole at its turn, no longer ahead.
+    async fn give_way(&mut self) {
+        info!("secondary: a transaction run ahead of its commit gives way to earlier commits");
+        metrics::counter!("dualwrite_secondary_gave_way_total").increment(1);
+        if self.sec_status != b'I' {
+            self.rollback().await;
+        }
+        self.sent = 0;
+        self.txn_failed = None;
+        self.txn_no_ahead = true;
+    }
+
+    /// Run the transaction's units so far on the secondary ahead of its commit, for something
+    /// that needs the transaction open there (a sampled read, a COPY). First every commit the
+    /// primary acknowledged up to `seen` must be applied, so what runs ahead sees what the
+    /// primary's statements saw. `false` when the transaction can't run ahead (detached,
+    /// failed, gave way): the caller does without.
+    async fn run_ahead(&mut self, seen: u64) -> bool {
+        if self.txn_failed.is_some() || self.txn_no_ahead {
+            return false;
+        }
+        let holding = self.sent > 0 && self.sec_status != b'I';
+        if !self
+            .shared
+            .order
+            .settled_to(seen, holding.then_some(GIVE_WAY))
+            .await
+        {
+            self.give_way().await;
+            return false;
+        }
+        if self.sent < self.txn.len() {
+            if !self.live(self.sent == 0).await {
+                return false;
+            }
+            if self.send_txn(false).await.is_err() {
+                return false;
             }
         }
+        self.conn.is_some()
+    }
+
+    /// The primary committed the transaction: apply it on the secondary at its turn in the
+    /// commit order, or journal it whole.
+    async fn commit(&mut self, ticket: Option<Ticket>) {
+        if !self.txn.iter().any(|u| u.effect) {
+            // Reads, locks, prepared statements, session state: nothing to apply or journal
+            // and no place in the order. Session state that outlives the transaction (a SET)
+            // still reaches the secondary's session when it can; a failure there is logged.
+            drop(ticket);
+            if self.txn.iter().any(|u| u.session_state) && self.txn_failed.is_none() {
+                if self.conn.is_none() && self.sent == 0 {
+                    self.live(true).await;
+                }
+                if self.conn.is_some() {
+                    if let Err(f) = self.send_txn(true).await {
+                        warn!(error = %f.reason, "secondary failed a transaction that changes no data; not journaled");
+                    }
+                }
+            }
+            return;
+        }
+        self.turn(ticket.as_ref()).await;
+        let shared = self.shared.clone();
+        let _gate = shared.dual.gate.read().await;
+        if let Some(why) = self.txn_failed.take() {
+            // It failed while running ahead, perhaps only for being early: run it whole now.
+            debug!(error = %why, "secondary: running a transaction again at its turn");
+            if self.sec_status != b'I' {
+                self.rollback().await;
+            }
+            self.sent = 0;
+        }
+        if !self.live(self.sent == 0).await {
+            let reason = self.detached_reason();
+            self.journal_txn(&reason, false).await;
+            return;
+        }
+        if self.sent == 0 && self.txn_incomplete.is_some() {
+            let reason = "the transaction had to run again on the secondary".to_string();
+            self.journal_txn(&reason, false).await;
+            return;
+        }
+        if let Err(f) = self.send_txn(true).await {
+            if let Some(statement) = &f.statement {
+                self.count_failure(&f.reason, statement);
+            }
+            self.journal_txn(&f.reason, f.in_doubt).await;
+        }
+    }
+
+    /// Journal the transaction whole; one with a unit too large to keep (a huge COPY) is
+    /// recorded as a divergence to re-backfill instead.
+    async fn journal_txn(&mut self, reason: &str, in_doubt: bool) {
+        let units = std::mem::take(&mut self.txn);
+        match self.txn_incomplete.clone() {
+            None => self.journal_in_doubt(&units, reason, in_doubt).await,
+            Some(why) => {
+                let why = format!("{reason}; {why}: re-backfill it");
+                self.shared.dual.detach(&why);
+                let record = self.record(RecordKind::Divergence, &units, &why);
+                self.append(record).await;
+            }
+        }
+        self.txn = units;
+    }
+
+    /// Send the transaction's units not sent yet, in batches of at most [`BATCH_LIMIT`]
+    /// bytes, and read their answers, comparing results. `ending`: the last unit ends the
+    /// transaction (a connection lost during the last batch leaves its commit in doubt). A
+    /// failure is also noted in `txn_failed`.
+    async fn send_txn(&mut self, ending: bool) -> Result<(), TxnFailure> {
+        let txn = std::mem::take(&mut self.txn);
+        let outcomes = std::mem::take(&mut self.txn_outcomes);
+        let result = self.send_units(&txn, &outcomes, ending).await;
+        self.txn = txn;
+        self.txn_outcomes = outcomes;
+        if let Err(f) = &result {
+            self.txn_failed.get_or_insert_with(|| f.reason.clone());
+        }
+        result
+    }
+
+    async fn send_units(
+        &mut self,
+        txn: &[Unit],
+        outcomes: &[Outcome],
+        ending: bool,
+    ) -> Result<(), TxnFailure> {
+        while self.sent < txn.len() {
+            let from = self.sent;
+            let mut to = from;
+            let mut bytes = 0;
+            while to < txn.len() && (to == from || bytes + txn[to].bytes <= BATCH_LIMIT) {
+                bytes += txn[to].bytes;
+                to += 1;
+            }
+            let last = to == txn.len();
+            let mut out = BytesMut::with_capacity(bytes + 64);
+            let parsed: Vec<Vec<String>> = txn[from..to]
+                .iter()
+                .map(|u| self.encode_steps(&u.steps, &mut out))
+                .collect();
+            let answers = match self.conn.as_mut() {
+                Some(conn) => roundtrips(conn, &out, to - from).await,
+                None => Err(Lost("not connected".into())),
+            };
+            let answers = match answers {
+                Ok(a) => a,
+                Err(Lost(why)) => {
+                    self.lost(&why);
+                    return Err(TxnFailure {
+                        reason: format!("secondary connection lost: {why}"),
+                        in_doubt: ending && last,
+                        statement: None,
+                    });
+                }
+            };
+            let mut failure = None;
+            let mut stale: Vec<String> = Vec::new();
+            for (i, sec) in answers.iter().enumerate() {
+                self.sec_status = sec.status_after;
+                if failure.is_some() {
+                    // After a failure the server skipped the rest: their statements may not exist.
+                    stale.extend(parsed[i].iter().cloned());
+                    continue;
+                }
+                if let Some((code, message)) = sec.error() {
+                    stale.extend(parsed[i].iter().cloned());
+                    failure = Some((format!("{code} {message}"), txn[from + i].text.clone()));
+                } else {
+                    self.applied(&txn[from + i], &outcomes[from + i], sec).await;
+                }
+            }
+            self.sent = to;
+            if let Some((reason, statement)) = failure {
+                if let Err(Lost(why)) = self.forget(stale).await {
+                    self.lost(&why);
+                }
+                return Err(TxnFailure {
+                    reason,
+                    in_doubt: false,
+                    statement: Some(statement),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Close statements a failed batch parsed (they may or may not exist) and forget them.
@@ -1229,10 +1422,17 @@ impl Worker {
     }
 
     async fn copy_start(&mut self, u: Unit) {
-        self.flush(false).await;
         let extended =
             !matches!(u.steps.first(), Some(Step::Raw(b)) if b.first() == Some(&f::QUERY));
-        let live = self.txn_failed.is_none() && self.live(true).await;
+        // The COPY runs on the secondary as its data arrives, ahead of its commit: first every
+        // commit the primary acknowledged before it began is applied there.
+        let seen = u.seen;
+        let live = if !self.txn.is_empty() {
+            self.run_ahead(seen).await
+        } else {
+            self.shared.order.settled_to(seen, None).await;
+            self.live(true).await
+        };
         let mut state = CopyState {
             unit: u,
             live: false,
@@ -1316,95 +1516,191 @@ impl Worker {
         }
     }
 
-    async fn copy_end(&mut self, end: Bytes, o: Outcome) {
+    /// End the COPY streaming on the secondary: CopyDone when `done`, else CopyFail (the
+    /// primary's COPY failed, or this one gives way). Reads its answer.
+    async fn finish_copy(
+        &mut self,
+        state: &mut CopyState,
+        end: &Bytes,
+        done: bool,
+    ) -> Result<Outcome, Lost> {
+        state.live = false;
+        let mut out = BytesMut::new();
+        if done {
+            out.extend_from_slice(end);
+        } else {
+            protocol::frontend_message(&mut out, f::COPY_FAIL, b"the primary's COPY failed\0");
+        }
+        if state.extended {
+            protocol::frontend_message(&mut out, f::SYNC, &[]);
+        }
+        let answer = match self.conn.as_mut() {
+            Some(conn) => roundtrip(conn, &out).await,
+            None => Err(Lost("not connected".into())),
+        };
+        match answer {
+            Ok(sec) => {
+                self.sec_status = sec.status_after;
+                Ok(sec)
+            }
+            Err(Lost(why)) => {
+                self.lost(&why);
+                Err(Lost(why))
+            }
+        }
+    }
+
+    async fn copy_end(&mut self, end: Bytes, o: Outcome, ticket: Option<Ticket>) {
         let Some(mut state) = self.copy.take() else {
             return;
         };
-        let primary_ok = o.error().is_none();
-        let before = o.status_before;
-        let after = o.status_after;
-        let in_txn = before != b'I' || after != b'I';
-        let mut copy_in_doubt = false;
-        if state.live {
-            let mut out = BytesMut::new();
-            if primary_ok {
-                out.extend_from_slice(&end);
-            } else {
-                protocol::frontend_message(&mut out, f::COPY_FAIL, b"the primary's COPY failed\0");
+        let (before, after) = (o.status_before, o.status_after);
+        if o.error().is_some() {
+            // Nothing of it is applied: the COPY is ended on the secondary too.
+            drop(ticket);
+            if state.live {
+                let _ = self.finish_copy(&mut state, &end, false).await;
             }
+            if after == b'I' && self.sec_status != b'I' {
+                self.rollback().await;
+            }
+            return;
+        }
+        // The whole unit, data included, to run again or journal, when it is not too large.
+        let complete = state.data_bytes <= COPY_JOURNAL_LIMIT;
+        let mut whole = state.unit.clone();
+        if complete {
+            for d in state.data.drain(..) {
+                whole.steps.push(Step::Raw(d));
+            }
+            whole.steps.push(Step::Raw(end.clone()));
             if state.extended {
-                protocol::frontend_message(&mut out, f::SYNC, &[]);
+                let mut s = BytesMut::new();
+                protocol::frontend_message(&mut s, f::SYNC, &[]);
+                whole.steps.push(Step::Raw(s.freeze()));
             }
-            let conn = self.conn.as_mut().expect("live COPY has a connection");
-            match roundtrip(conn, &out).await {
-                Ok(sec) => {
-                    self.sec_status = sec.status_after;
-                    if primary_ok {
-                        if let Some((code, message)) = sec.error() {
-                            state.failure = Some(format!("{code} {message}"));
-                        } else {
-                            let unit = state.unit.clone();
-                            self.compare(&unit, &o, &sec).await;
-                            for t in &unit.tables {
-                                self.shared.dual.note_write(t);
-                            }
+        }
+        let too_large = format!(
+            "COPY of {} bytes into {:?} is too large to journal",
+            state.data_bytes, state.unit.tables
+        );
+        if before != b'I' || after != b'I' {
+            // Inside a transaction: it commits with the transaction, at its turn.
+            if !complete {
+                self.txn_incomplete.get_or_insert(too_large);
+            }
+            if state.live {
+                match self.finish_copy(&mut state, &end, true).await {
+                    Ok(sec) => match sec.error() {
+                        Some((code, message)) => {
+                            self.txn_failed.get_or_insert(format!("{code} {message}"));
                         }
+                        None => self.applied(&state.unit, &o, &sec).await,
+                    },
+                    Err(Lost(why)) => {
+                        self.txn_failed
+                            .get_or_insert(format!("secondary connection lost: {why}"));
                     }
                 }
+                self.txn.push(whole);
+                self.txn_outcomes.push(o);
+                self.sent = self.txn.len();
+            } else {
+                if let Some(why) = state.failure.take() {
+                    self.txn_failed.get_or_insert(why);
+                }
+                self.txn.push(whole);
+                self.txn_outcomes.push(o);
+            }
+            return;
+        }
+        // A COPY that commits on its own.
+        if state.live {
+            if let Some(t) = &ticket {
+                if !t.turn(Some(GIVE_WAY)).await {
+                    // Its rows (and locks) may be what an earlier commit waits for: give way,
+                    // and run it whole at its turn.
+                    metrics::counter!("dualwrite_secondary_gave_way_total").increment(1);
+                    let _ = self.finish_copy(&mut state, &end, false).await;
+                    if self.sec_status != b'I' {
+                        self.rollback().await;
+                    }
+                }
+            }
+        }
+        self.turn(ticket.as_ref()).await;
+        let shared = self.shared.clone();
+        let _gate = shared.dual.gate.read().await;
+        let mut failure = state.failure.take();
+        if state.live {
+            match self.finish_copy(&mut state, &end, true).await {
+                Ok(sec) => match sec.error() {
+                    None => {
+                        self.applied(&state.unit, &o, &sec).await;
+                        return;
+                    }
+                    Some((code, message)) => {
+                        let reason = format!("{code} {message}");
+                        self.count_failure(&reason, &state.unit.text);
+                        metrics::counter!("dualwrite_secondary_failures_total", "kind" => "copy")
+                            .increment(1);
+                        self.copy_missed(whole, complete, &reason, false, too_large.clone())
+                            .await;
+                        return;
+                    }
+                },
                 Err(Lost(why)) => {
-                    self.lost(&why);
-                    copy_in_doubt = after == b'I';
-                    state.failure = Some(format!("secondary connection lost: {why}"));
+                    let reason = format!("secondary connection lost: {why}");
+                    self.copy_missed(whole, complete, &reason, true, too_large.clone())
+                        .await;
+                    return;
                 }
             }
-        } else if state.failure.is_none() {
-            state.failure = Some(self.detached_reason());
         }
-        if primary_ok {
-            if let Some(reason) = state.failure.take() {
-                metrics::counter!("dualwrite_secondary_failures_total", "kind" => "copy")
-                    .increment(1);
-                let mut unit = state.unit.clone();
-                if state.data_bytes <= COPY_JOURNAL_LIMIT {
-                    for d in state.data.drain(..) {
-                        unit.steps.push(Step::Raw(d));
-                    }
-                    unit.steps.push(Step::Raw(end.clone()));
-                    if state.extended {
-                        let mut s = BytesMut::new();
-                        protocol::frontend_message(&mut s, f::SYNC, &[]);
-                        unit.steps.push(Step::Raw(s.freeze()));
-                    }
-                    if in_txn {
-                        self.txn.push(unit);
-                        self.txn_failed.get_or_insert(reason);
-                        self.txn_in_doubt |= copy_in_doubt;
-                    } else {
-                        self.journal_in_doubt(&[unit], &reason, copy_in_doubt).await;
-                    }
-                } else {
-                    let why = format!("{reason}; COPY of {} bytes into {:?} is too large to journal: re-backfill it", state.data_bytes, unit.tables);
-                    self.shared.dual.detach(&why);
-                    let record = self.record(RecordKind::Divergence, &[unit], &why);
-                    self.append(record).await;
+        // Not streamed, given way, or failed before its turn (perhaps only for being early):
+        // run it whole now, when it can be.
+        if !complete || !self.live(true).await {
+            let reason = failure.take().unwrap_or_else(|| self.detached_reason());
+            self.copy_missed(whole, complete, &reason, false, too_large.clone())
+                .await;
+            return;
+        }
+        match self.send_unit(&whole).await {
+            Ok(sec) => match sec.error() {
+                None => self.applied(&state.unit, &o, &sec).await,
+                Some((code, message)) => {
+                    let reason = format!("{code} {message}");
+                    self.count_failure(&reason, &state.unit.text);
+                    self.copy_missed(whole, true, &reason, false, String::new())
+                        .await;
                 }
-            } else if in_txn {
-                self.txn.push(state.unit.clone());
+            },
+            Err(Lost(why)) => {
+                self.lost(&why);
+                let reason = format!("secondary connection lost: {why}");
+                self.copy_missed(whole, true, &reason, true, String::new())
+                    .await;
             }
         }
-        if after == b'I' && before != b'I' {
-            if let Some(reason) = self.txn_failed.take() {
-                let units = std::mem::take(&mut self.txn);
-                let in_doubt = std::mem::take(&mut self.txn_in_doubt);
-                if primary_ok {
-                    self.journal_in_doubt(&units, &reason, in_doubt).await;
-                }
-            }
-            self.txn.clear();
-            self.txn_in_doubt = false;
-        }
-        if after == b'I' && self.sec_status != b'I' {
-            self.rollback().await;
+    }
+
+    /// A COPY that commits on its own and that the secondary missed: journaled with its data,
+    /// or, too large for that, recorded as a divergence to re-backfill.
+    async fn copy_missed(
+        &mut self,
+        whole: Unit,
+        complete: bool,
+        reason: &str,
+        in_doubt: bool,
+        too_large: String,
+    ) {
+        if complete {
+            self.journal_in_doubt(&[whole], reason, in_doubt).await;
+        } else {
+            let why = format!("{reason}; {too_large}: re-backfill it");
+            self.shared.dual.detach(&why);
+            let record = self.record(RecordKind::Divergence, &[whole], &why);
+            self.append(record).await;
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Shared {
     pub lanes: crate::lane::Lanes,
     /// Backend sessions lost without a clean close, to be ended on their server.
     pub abandoned: crate::abandoned::Abandoned,
+    /// The primary's commit order, which the secondary and the journal follow (see `order`).
+    pub order: Arc<crate::order::CommitOrder>,
     next_id: AtomicU64,
 }
 
@@ -164,6 +166,7 @@ impl Proxy {
             shadow: crate::shadow::Shadow::new(settings.shadow_reads),
             lanes: crate::lane::Lanes::default(),
             abandoned: crate::abandoned::Abandoned::default(),
+            order: Arc::default(),
             connection_slots: Arc::new(Semaphore::new(settings.max_client_connections)),
             settings: RwLock::new(Arc::new(settings)),
             metrics: Metrics::default(),

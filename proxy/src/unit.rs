@@ -60,10 +60,16 @@ pub struct Unit {
     /// No transaction control inside: a replay may wrap it in its own transaction.
     pub wrap_ok: bool,
     pub session_state: bool,
+    /// A statement may change data or schema (see `Classification::effect`): a transaction
+    /// without one has nothing to apply or journal on the secondary.
+    pub effect: bool,
     pub tables: Vec<String>,
     pub nondeterministic: Vec<&'static str>,
     /// The unit starts a COPY FROM STDIN on the secondary.
     pub copy_in: bool,
+    /// For a COPY: the last commit-order position handed out when it was sent to the primary
+    /// (its rows run on the secondary once every commit up to it is applied there).
+    pub seen: u64,
     /// First statement text, for logs and warnings.
     pub text: String,
     pub bytes: usize,
@@ -141,6 +147,7 @@ fn absorb(unit: &mut Unit, class: &classify::Classification, text: &str) {
         unit.text = text.chars().take(200).collect();
     }
     unit.session_state |= class.session_state;
+    unit.effect |= class.effect;
     for t in &class.tables {
         if !unit.tables.contains(t) {
             unit.tables.push(t.clone());
@@ -217,6 +224,7 @@ impl Builder {
                     steps: vec![Step::Raw(frame.clone())],
                     bytes: frame.len(),
                     text: "<function call>".into(),
+                    effect: true,
                     ..Unit::default()
                 };
                 out.push(Item::Unit(unit));
