@@ -58,8 +58,8 @@ pub struct DualWriteStatus {
     pub detach_reason: Option<String>,
     pub secondary_failures: u64,
     pub divergences: u64,
-    /// Commits the primary acknowledged (positions in the commit order) and how many of
-    /// them, in order, the secondary has applied or the journal holds.
+    /// Positions handed out in the commit order (commits the primary acknowledged) and how
+    /// many of them, in order, the secondary has applied or the journal holds.
     #[serde(default)]
     pub commit_order: CommitOrderStatus,
     pub journal: Option<JournalStatus>,
@@ -70,6 +70,10 @@ pub struct DualWriteStatus {
 pub struct CommitOrderStatus {
     pub assigned: u64,
     pub settled: u64,
+    /// Of the positions, those ordered by the primary's WAL position read inside the
+    /// transaction; the others follow the order of the primary's acknowledgements.
+    #[serde(default)]
+    pub by_wal_position: u64,
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -135,8 +139,9 @@ pub fn status(shared: &Shared) -> Status {
                     .load(std::sync::atomic::Ordering::Relaxed),
                 divergences: d.divergences.load(std::sync::atomic::Ordering::Relaxed),
                 commit_order: CommitOrderStatus {
-                    assigned: shared.order.assigned(),
+                    assigned: shared.order.positions(),
                     settled: shared.order.settled(),
+                    by_wal_position: shared.order.keyed(),
                 },
                 journal: shared.journal.as_ref().map(|j| {
                     let st = j.stats();

@@ -78,6 +78,11 @@ pub struct Classification {
     /// `UNLISTEN`/`LOAD`, `LOCK`, `SELECT ... FOR UPDATE` and reads. When unsure, true. A
     /// transaction with no such statement has nothing to apply or journal on the secondary.
     pub effect: bool,
+    /// Another statement may be appended to the text and run in the same implicit transaction:
+    /// none of it must run outside a transaction block (VACUUM, `CONCURRENTLY`, databases,
+    /// tablespaces, `ALTER SYSTEM`, subscriptions, CALL and DO, which may commit), and the text
+    /// ends outside any string or comment.
+    pub appendable: bool,
 }
 
 impl Classification {
@@ -167,7 +172,48 @@ pub fn classify(sql: &str) -> Classification {
         tables: an.tables,
         nondeterministic: nondeterministic_calls(sql, toks),
         effect: an.effect,
+        appendable: tx == TxControl::None
+            && lexed.unterminated.is_none()
+            && runs_in_a_block(sql, toks),
     }
+}
+
+/// No statement of the text must run outside a transaction block (see
+/// `Classification::appendable`).
+fn runs_in_a_block(sql: &str, toks: &[Tok]) -> bool {
+    let word = |i: usize| -> String {
+        toks.get(i)
+            .filter(|t| t.k == K::Word)
+            .map(|t| sql[t.s..t.e].to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let mut start = true;
+    for (i, t) in toks.iter().enumerate() {
+        if t.k == K::Semi {
+            start = true;
+            continue;
+        }
+        if t.k == K::Word && word(i) == "concurrently" {
+            return false;
+        }
+        if !start {
+            continue;
+        }
+        start = false;
+        let (first, second) = (word(i), word(i + 1));
+        let outside = match first.as_str() {
+            "vacuum" | "call" | "do" | "reindex" | "cluster" | "copy" | "checkpoint" => true,
+            "create" | "drop" | "alter" => matches!(
+                second.as_str(),
+                "database" | "tablespace" | "subscription" | "system"
+            ),
+            _ => false,
+        };
+        if outside {
+            return false;
+        }
+    }
+    true
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2415,6 +2461,31 @@ mod tests {
         ];
         for sql in none {
             assert!(!classify(sql).effect, "{sql} has no effect");
+        }
+    }
+
+    #[test]
+    fn statements_that_must_run_outside_a_transaction_block_are_not_appendable() {
+        for sql in [
+            "insert into t values (1)",
+            "update t set v = 1 -- trailing comment",
+            "insert into t values (1) on conflict (id) do update set v = case when true then 1 end",
+            "create table t (id int); drop table u",
+        ] {
+            assert!(classify(sql).appendable, "{sql}");
+        }
+        for sql in [
+            "vacuum t",
+            "create index concurrently i on t (v)",
+            "create database d",
+            "alter system set work_mem = '1MB'",
+            "call p()",
+            "do $$ begin end $$",
+            "begin; insert into t values (1); commit",
+            "insert into t values ('unterminated",
+            "insert into t values (1) /* open comment",
+        ] {
+            assert!(!classify(sql).appendable, "{sql}");
         }
     }
 }

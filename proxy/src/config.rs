@@ -72,6 +72,10 @@ pub struct SecondaryConfig {
     /// First wait before reconnecting a lost secondary; doubles up to 30s.
     #[serde(default = "default_reconnect")]
     pub reconnect_backoff: String,
+    /// How the primary's commit order is learned: `wal` (the WAL position read inside each
+    /// committing transaction: exact) or `ack` (the order of the primary's acknowledgements).
+    #[serde(default)]
+    pub commit_order: CommitOrderMode,
 }
 
 impl Default for SecondaryConfig {
@@ -80,6 +84,7 @@ impl Default for SecondaryConfig {
             max_lag_bytes: default_max_lag(),
             on_lag: OnLag::default(),
             reconnect_backoff: default_reconnect(),
+            commit_order: CommitOrderMode::default(),
         }
     }
 }
@@ -100,6 +105,15 @@ fn default_max_lag() -> usize {
 }
 fn default_reconnect() -> String {
     "500ms".into()
+}
+
+/// `[secondary] commit_order`: see `order`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitOrderMode {
+    #[default]
+    Wal,
+    Ack,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -341,6 +355,7 @@ pub struct Settings {
     pub max_lag_bytes: usize,
     pub on_lag: OnLag,
     pub reconnect_backoff: Duration,
+    pub commit_order: CommitOrderMode,
     pub journal_dir: PathBuf,
     pub fsync_interval: Duration,
     pub max_backlog_bytes: u64,
@@ -545,6 +560,7 @@ impl Settings {
             },
             max_lag_bytes: file.secondary.max_lag_bytes,
             on_lag: file.secondary.on_lag,
+            commit_order: file.secondary.commit_order,
             reconnect_backoff: duration(
                 "secondary.reconnect_backoff",
                 &file.secondary.reconnect_backoff,

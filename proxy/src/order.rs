@@ -1,96 +1,329 @@
 //! The primary's commit order, and the secondary's progress through it.
 //!
-//! Every unit that ends a transaction on the primary (a COMMIT, or a statement that commits on
-//! its own) takes a position when its ReadyForQuery is read from the primary, before the client
-//! sees it: positions are the order in which the primary acknowledged commits. The secondary
-//! commits in that order: a session's worker waits for its turn (every earlier position
-//! settled) before it sends the commit, or journals the unit, and settles its position when
-//! done. So the secondary, and the journal, see commits in the primary's order, whichever
-//! session they came from.
+//! Every unit that commits on the primary (a COMMIT, or a statement outside a transaction)
+//! gets a position, and the secondary commits in position order: a session's worker waits for
+//! its turn (every earlier position settled) before it sends the commit, or journals the unit,
+//! and settles its position when done. So the secondary, and the journal, see commits in the
+//! primary's order, whichever session they came from.
+//!
+//! # Keys: the primary's own order
+//! The order in which the proxy reads the primary's acknowledgements is not always the order
+//! of the commits: a transaction that waited for another's lock commits right after it, and
+//! the two acknowledgements race to the proxy. So each committing unit carries a key read from
+//! the primary *inside* its transaction, after its last statement: the WAL insert position
+//! (`pg_current_wal_insert_lsn()`; see `relay` for how it is asked). If transaction B saw
+//! transaction A's commit (waited for its lock, or read what it wrote), B's key was read after
+//! A's commit record was written, and A's before: key(A) < key(B). Positions are handed out in
+//! key order. A unit acknowledged with key K is positioned once no unit still in flight can
+//! have a smaller key: one whose key is known and smaller is waited for (it is committing right
+//! now), one whose key is not known yet is waited for at most [`CommitOrder::bound`] (a unit
+//! that has not answered by then did not commit before K was read). Units without a key
+//! (where none can be asked for) take the largest key seen so far: the order of
+//! acknowledgements.
 //!
 //! A position is settled when its unit was applied, journaled, or found to have no effect; a
 //! [`Ticket`] settles its position when dropped, so no path can leave a hole that stops the
 //! order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+
+/// A commit's place in the key order: the primary's generation (a cutover starts a new one:
+/// keys of different primaries are not comparable, and a cutover drains every queue first),
+/// then the WAL position.
+pub type Key = (u64, u64);
 
 /// The commit order of one proxy.
 pub struct CommitOrder {
     inner: Mutex<Inner>,
     /// Every position up to this one is settled.
     settled: watch::Sender<u64>,
+    /// Every acknowledgement number up to this one is settled.
+    acks_settled: watch::Sender<u64>,
+    /// How long an acknowledged unit waits for units in flight whose key is not known yet.
+    bound: Duration,
+    /// Keys can be read on the source, on the target (checked at start: see `server`).
+    wal_keys: [AtomicBool; 2],
 }
 
 #[derive(Default)]
 struct Inner {
+    next_flight: u64,
+    in_flight: HashMap<u64, InFlight>,
+    /// The primary keys were last read on (`true`: the target), and its generation.
+    side: Option<bool>,
+    generation: u64,
+    /// The largest key read from the primary.
+    last_key: Key,
+    /// Acknowledgements of commits handed out.
+    acks: u64,
+    /// Of them, ordered by a WAL position read inside the transaction.
+    keyed: u64,
+    /// Acknowledged, not positioned yet, by (key, acknowledgement number).
+    waiting: BTreeMap<(Key, u64), Arc<Slot>>,
     /// The last position handed out.
-    assigned: u64,
-    /// Every position up to this one is settled.
+    positions: u64,
     settled: u64,
-    /// Positions settled past a gap.
     ahead: BTreeSet<u64>,
+    acks_settled: u64,
+    acks_ahead: BTreeSet<u64>,
+    /// A retry of the positioning is scheduled for then.
+    retry_at: Option<Instant>,
+}
+
+/// A unit sent to the primary that may commit.
+struct InFlight {
+    generation: u64,
+    key: Option<Key>,
+    /// Its key, when it comes, is at least this.
+    floor: Key,
+}
+
+struct Slot {
+    ack: u64,
+    acked_at: Instant,
+    state: Mutex<SlotState>,
+    positioned: Notify,
+}
+
+#[derive(Default)]
+struct SlotState {
+    pos: Option<u64>,
+    /// The ticket was dropped before it had a position: settle it as soon as it gets one.
+    dropped: bool,
+}
+
+/// A unit in flight on the primary that may commit; forgotten when dropped unanswered.
+pub struct Flight {
+    id: u64,
+    order: Arc<CommitOrder>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Flight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Flight({})", self.id)
+    }
+}
+
+impl Flight {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The primary answered; when it committed, the unit's place in the order.
+    pub fn answered(mut self, committed: bool) -> Option<Ticket> {
+        self.done = true;
+        self.order.answered(self.id, committed)
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if !self.done {
+            self.order.answered(self.id, false);
+        }
+    }
 }
 
 impl Default for CommitOrder {
     fn default() -> Self {
-        CommitOrder {
-            inner: Mutex::new(Inner::default()),
-            settled: watch::channel(0).0,
-        }
+        CommitOrder::new(Duration::from_secs(1))
     }
 }
 
 /// A place in the commit order; settles it when dropped.
 pub struct Ticket {
-    pos: u64,
+    slot: Arc<Slot>,
     order: Arc<CommitOrder>,
 }
 
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Ticket({})", self.pos)
+        write!(f, "Ticket(ack {})", self.slot.ack)
     }
 }
 
 impl Ticket {
-    pub fn pos(&self) -> u64 {
-        self.pos
+    /// The position, once it has one.
+    pub fn pos(&self) -> Option<u64> {
+        self.slot.state.lock().expect("slot lock poisoned").pos
     }
 
-    /// Wait until every earlier position is settled. `limit` bounds the wait: `false` when it
-    /// ran out first.
+    /// Wait until the ticket has a position and every earlier position is settled. `limit`
+    /// bounds the wait: `false` when it ran out first.
     pub async fn turn(&self, limit: Option<Duration>) -> bool {
-        self.order.settled_to(self.pos - 1, limit).await
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        let pos = loop {
+            let positioned = self.slot.positioned.notified();
+            tokio::pin!(positioned);
+            positioned.as_mut().enable();
+            if let Some(p) = self.pos() {
+                break p;
+            }
+            match deadline {
+                None => positioned.await,
+                Some(d) => {
+                    if tokio::time::timeout_at(d, positioned).await.is_err() {
+                        return false;
+                    }
+                }
+            }
+        };
+        let rest = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        wait_for(&self.order.settled, pos - 1, rest).await
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.order.settle(self.pos);
+        let pos = {
+            let mut st = self.slot.state.lock().expect("slot lock poisoned");
+            if st.pos.is_none() {
+                st.dropped = true;
+            }
+            st.pos
+        };
+        if let Some(pos) = pos {
+            let mut inner = self.order.inner.lock().expect("commit order lock poisoned");
+            self.order.settle(&mut inner, pos, self.slot.ack);
+        }
+    }
+}
+
+async fn wait_for(tx: &watch::Sender<u64>, upto: u64, limit: Option<Duration>) -> bool {
+    let mut rx = tx.subscribe();
+    let wait = rx.wait_for(|s| *s >= upto);
+    match limit {
+        None => wait.await.is_ok(),
+        Some(limit) => matches!(tokio::time::timeout(limit, wait).await, Ok(Ok(_))),
     }
 }
 
 impl CommitOrder {
-    /// The next position, for a commit the primary has just acknowledged.
-    pub fn assign(self: &Arc<Self>) -> Ticket {
-        let mut inner = self.inner.lock().expect("commit order lock poisoned");
-        inner.assigned += 1;
-        Ticket {
-            pos: inner.assigned,
-            order: self.clone(),
+    pub fn new(bound: Duration) -> CommitOrder {
+        CommitOrder {
+            inner: Mutex::new(Inner::default()),
+            settled: watch::channel(0).0,
+            acks_settled: watch::channel(0).0,
+            bound,
+            wal_keys: [AtomicBool::new(false), AtomicBool::new(false)],
         }
     }
 
-    /// The last position handed out: every commit the primary acknowledged so far.
-    pub fn assigned(&self) -> u64 {
+    /// How long an acknowledged unit waits for units in flight whose key is not known yet.
+    pub fn bound(&self) -> Duration {
+        self.bound
+    }
+
+    /// Whether keys can be read on the primary (`target`: the target is the primary).
+    pub fn wal_keys(&self, target: bool) -> bool {
+        self.wal_keys[target as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn set_wal_keys(&self, target: bool, ok: bool) {
+        self.wal_keys[target as usize].store(ok, Ordering::Relaxed);
+    }
+
+    /// A unit that may commit was sent to the primary (`target`: the target is the primary).
+    pub fn forwarded(self: &Arc<Self>, target: bool) -> Flight {
+        let id = self.fly(target);
+        Flight {
+            id,
+            order: self.clone(),
+            done: false,
+        }
+    }
+
+    fn fly(&self, target: bool) -> u64 {
+        let mut inner = self.inner.lock().expect("commit order lock poisoned");
+        if inner.side != Some(target) {
+            // A cutover: the new primary's WAL positions start a generation of their own.
+            inner.side = Some(target);
+            inner.generation += 1;
+        }
+        inner.next_flight += 1;
+        let id = inner.next_flight;
+        let generation = inner.generation;
+        let floor = inner.last_key.max((generation, 0));
+        inner.in_flight.insert(
+            id,
+            InFlight {
+                generation,
+                key: None,
+                floor,
+            },
+        );
+        id
+    }
+
+    /// The primary's WAL position, read inside flight `id`'s transaction.
+    pub fn key(self: &Arc<Self>, id: u64, lsn: u64) {
+        let mut inner = self.inner.lock().expect("commit order lock poisoned");
+        let Some(generation) = inner.in_flight.get(&id).map(|f| f.generation) else {
+            return;
+        };
+        let key = (generation, lsn);
+        if key > inner.last_key {
+            inner.last_key = key;
+        }
+        if let Some(f) = inner.in_flight.get_mut(&id) {
+            f.key = Some(key);
+        }
+        self.assign(&mut inner);
+    }
+
+    /// Flight `id` was answered. When it committed, the ticket for its place in the order.
+    fn answered(self: &Arc<Self>, id: u64, committed: bool) -> Option<Ticket> {
+        let mut inner = self.inner.lock().expect("commit order lock poisoned");
+        let flight = inner.in_flight.remove(&id);
+        let ticket = committed.then(|| {
+            if flight.as_ref().is_some_and(|f| f.key.is_some()) {
+                inner.keyed += 1;
+            }
+            let key = match flight {
+                Some(InFlight { key: Some(k), .. }) => k,
+                Some(f) => f.floor.max(inner.last_key),
+                None => inner.last_key,
+            };
+            inner.acks += 1;
+            let slot = Arc::new(Slot {
+                ack: inner.acks,
+                acked_at: Instant::now(),
+                state: Mutex::new(SlotState::default()),
+                positioned: Notify::new(),
+            });
+            inner.waiting.insert((key, slot.ack), slot.clone());
+            Ticket {
+                slot,
+                order: self.clone(),
+            }
+        });
+        self.assign(&mut inner);
+        ticket
+    }
+
+    /// Commits acknowledged so far: a mark for [`CommitOrder::acks_settled_to`].
+    pub fn acks(&self) -> u64 {
+        self.inner.lock().expect("commit order lock poisoned").acks
+    }
+
+    /// Commits ordered by a WAL position read inside their transaction (the others by their
+    /// acknowledgement).
+    pub fn keyed(&self) -> u64 {
+        self.inner.lock().expect("commit order lock poisoned").keyed
+    }
+
+    /// The last position handed out.
+    pub fn positions(&self) -> u64 {
         self.inner
             .lock()
             .expect("commit order lock poisoned")
-            .assigned
+            .positions
     }
 
     /// Every position up to this one is settled (applied on the secondary or journaled).
@@ -98,72 +331,180 @@ impl CommitOrder {
         *self.settled.borrow()
     }
 
-    fn settle(&self, pos: u64) {
-        let mut inner = self.inner.lock().expect("commit order lock poisoned");
-        if pos != inner.settled + 1 {
-            inner.ahead.insert(pos);
-            return;
-        }
-        inner.settled = pos;
-        loop {
-            let next = inner.settled + 1;
-            if !inner.ahead.remove(&next) {
-                break;
-            }
-            inner.settled = next;
-        }
-        let settled = inner.settled;
-        drop(inner);
-        self.settled.send_replace(settled);
+    /// Wait until every commit acknowledged up to mark `acks` is settled; `false` when
+    /// `limit` ran out first.
+    pub async fn acks_settled_to(&self, acks: u64, limit: Option<Duration>) -> bool {
+        wait_for(&self.acks_settled, acks, limit).await
     }
 
-    /// Wait until every position up to `pos` is settled; `false` when `limit` ran out first.
-    pub async fn settled_to(&self, pos: u64, limit: Option<Duration>) -> bool {
-        let mut rx = self.settled.subscribe();
-        let wait = rx.wait_for(|s| *s >= pos);
-        match limit {
-            None => wait.await.is_ok(),
-            Some(limit) => matches!(tokio::time::timeout(limit, wait).await, Ok(Ok(_))),
+    /// Hand out positions to acknowledged units no unit in flight can precede.
+    fn assign(self: &Arc<Self>, inner: &mut Inner) {
+        let now = Instant::now();
+        let mut retry: Option<Instant> = None;
+        while let Some((&(key, ack), slot)) = inner.waiting.first_key_value() {
+            let deadline = slot.acked_at + self.bound;
+            // A unit sent after a key at least this one's was known reads a larger key.
+            let blocked = inner.in_flight.values().any(|f| match f.key {
+                Some(k) => k < key,
+                None => f.floor < key && now < deadline,
+            });
+            if blocked {
+                if inner
+                    .in_flight
+                    .values()
+                    .any(|f| f.key.is_none() && f.floor < key)
+                    && now < deadline
+                {
+                    retry = Some(deadline);
+                }
+                break;
+            }
+            let slot = inner
+                .waiting
+                .remove(&(key, ack))
+                .expect("the first entry exists");
+            inner.positions += 1;
+            let pos = inner.positions;
+            let dropped = {
+                let mut st = slot.state.lock().expect("slot lock poisoned");
+                st.pos = Some(pos);
+                st.dropped
+            };
+            slot.positioned.notify_waiters();
+            if dropped {
+                self.settle(inner, pos, slot.ack);
+            }
+        }
+        if let Some(at) = retry {
+            if inner.retry_at.is_none_or(|r| r > at || r <= now) {
+                inner.retry_at = Some(at);
+                let order = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    let mut inner = order.inner.lock().expect("commit order lock poisoned");
+                    if inner.retry_at == Some(at) {
+                        inner.retry_at = None;
+                    }
+                    order.assign(&mut inner);
+                });
+            }
         }
     }
+
+    fn settle(&self, inner: &mut Inner, pos: u64, ack: u64) {
+        if advance(&mut inner.settled, &mut inner.ahead, pos) {
+            self.settled.send_replace(inner.settled);
+        }
+        if advance(&mut inner.acks_settled, &mut inner.acks_ahead, ack) {
+            self.acks_settled.send_replace(inner.acks_settled);
+        }
+    }
+}
+
+/// Mark `n` done; true when the contiguous prefix `upto` moved.
+fn advance(upto: &mut u64, ahead: &mut BTreeSet<u64>, n: u64) -> bool {
+    if n != *upto + 1 {
+        ahead.insert(n);
+        return false;
+    }
+    *upto = n;
+    loop {
+        let next = *upto + 1;
+        if !ahead.remove(&next) {
+            break;
+        }
+        *upto = next;
+    }
+    true
+}
+
+/// Parse a `pg_lsn` in its text form (`16/B374D848`).
+pub fn parse_lsn(text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (hi, lo) = text.split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    (hi <= u32::MAX as u64 && lo <= u32::MAX as u64).then_some((hi << 32) | lo)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn positions_settle_in_order_whatever_order_tickets_drop_in() {
-        let order = Arc::new(CommitOrder::default());
-        let a = order.assign();
-        let b = order.assign();
-        let c = order.assign();
-        assert_eq!((a.pos(), b.pos(), c.pos()), (1, 2, 3));
-        assert!(a.turn(None).await);
-        assert!(!c.turn(Some(Duration::from_millis(20))).await);
-        drop(c);
-        assert_eq!(order.settled(), 0, "3 settled but 1 and 2 are not");
-        drop(a);
-        assert_eq!(order.settled(), 1);
-        assert!(b.turn(Some(Duration::from_millis(20))).await);
-        drop(b);
-        assert_eq!(order.settled(), 3);
-        assert_eq!(order.assigned(), 3);
+    fn order(bound_ms: u64) -> Arc<CommitOrder> {
+        Arc::new(CommitOrder::new(Duration::from_millis(bound_ms)))
     }
 
     #[tokio::test]
-    async fn a_waiter_wakes_when_its_turn_comes() {
-        let order = Arc::new(CommitOrder::default());
-        let first = order.assign();
-        let second = order.assign();
-        let waiter = tokio::spawn(async move {
-            let ok = second.turn(None).await;
-            (ok, second.pos())
-        });
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(!waiter.is_finished());
-        drop(first);
-        assert_eq!(waiter.await.unwrap(), (true, 2));
-        assert_eq!(order.settled(), 2);
+    async fn positions_settle_in_order_whatever_order_tickets_drop_in() {
+        let o = order(0);
+        let ids: Vec<u64> = (0..3).map(|_| o.fly(false)).collect();
+        let a = o.answered(ids[0], true).unwrap();
+        let b = o.answered(ids[1], true).unwrap();
+        let c = o.answered(ids[2], true).unwrap();
+        assert_eq!((a.pos(), b.pos(), c.pos()), (Some(1), Some(2), Some(3)));
+        assert!(a.turn(None).await);
+        assert!(!c.turn(Some(Duration::from_millis(20))).await);
+        drop(c);
+        assert_eq!(o.settled(), 0, "3 settled but 1 and 2 are not");
+        drop(a);
+        assert_eq!(o.settled(), 1);
+        assert!(b.turn(Some(Duration::from_millis(20))).await);
+        drop(b);
+        assert_eq!(o.settled(), 3);
+        assert!(o.acks_settled_to(3, Some(Duration::from_millis(1))).await);
+    }
+
+    #[tokio::test]
+    async fn keys_not_acknowledgements_decide_the_order() {
+        let o = order(1000);
+        let (first, second) = (o.fly(false), o.fly(false));
+        // `first` read its key before `second`, but `second` is acknowledged first: it waits
+        // for `first`, which is still in flight with a smaller key.
+        o.key(first, 100);
+        o.key(second, 200);
+        let b = o.answered(second, true).unwrap();
+        assert_eq!(b.pos(), None);
+        let a = o.answered(first, true).unwrap();
+        assert_eq!((a.pos(), b.pos()), (Some(1), Some(2)));
+    }
+
+    #[tokio::test]
+    async fn a_flight_without_a_key_is_waited_for_at_most_the_bound() {
+        let o = order(30);
+        let (slow, done) = (o.fly(false), o.fly(false));
+        o.key(done, 50);
+        let t = o.answered(done, true).unwrap();
+        assert_eq!(t.pos(), None, "waits: `slow` may have committed before");
+        assert!(t.turn(Some(Duration::from_secs(2))).await);
+        assert_eq!(t.pos(), Some(1));
+        // `slow` answers later with a larger key: it comes after.
+        o.key(slow, 80);
+        let s = o.answered(slow, true).unwrap();
+        assert_eq!(s.pos(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_ticket_settles_when_positioned_and_rollbacks_leave_no_hole() {
+        let o = order(1000);
+        let (a, b, c) = (o.fly(false), o.fly(false), o.fly(false));
+        o.key(a, 10);
+        o.key(c, 30);
+        let tc = o.answered(c, true).unwrap();
+        drop(tc); // not positioned yet: settled once it is
+        assert!(o.answered(b, false).is_none()); // rolled back: no place
+        let ta = o.answered(a, true).unwrap();
+        assert_eq!(ta.pos(), Some(1));
+        drop(ta);
+        assert_eq!(o.settled(), 2);
+        assert_eq!(o.positions(), 2);
+    }
+
+    #[test]
+    fn lsn_text_is_parsed() {
+        assert_eq!(parse_lsn(b"16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(parse_lsn(b"0/0"), Some(0));
+        assert_eq!(parse_lsn(b"nonsense"), None);
+        assert_eq!(parse_lsn(b"1/"), None);
     }
 }

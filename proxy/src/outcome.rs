@@ -61,8 +61,8 @@ pub struct Outcome {
     pub elapsed: std::time::Duration,
     /// The first returned rows (DataRow bodies), kept for shadow-read mismatch logs.
     pub sample: Vec<bytes::Bytes>,
-    /// The last commit-order position handed out when the primary answered (see `order`):
-    /// every commit the primary acknowledged before this answer is at or below it.
+    /// Commits the primary had acknowledged when it answered (a mark for
+    /// `CommitOrder::acks_settled_to`; see `order`).
     pub seen: u64,
 }
 

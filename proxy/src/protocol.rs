@@ -132,6 +132,18 @@ impl Scanner {
         wants: impl Fn(u8) -> bool,
         mut seen: impl FnMut(u8, &[u8]) -> Result<(), FrameError>,
     ) -> Result<usize, FrameError> {
+        self.scan_until(buf, max, wants, |t, b| seen(t, b).map(|()| true))
+    }
+
+    /// [`Scanner::scan`], where `seen` may also stop the scan before a wanted message by
+    /// returning `false`: that message is not counted in the bytes to forward.
+    pub fn scan_until(
+        &mut self,
+        buf: &[u8],
+        max: usize,
+        wants: impl Fn(u8) -> bool,
+        mut seen: impl FnMut(u8, &[u8]) -> Result<bool, FrameError>,
+    ) -> Result<usize, FrameError> {
         let mut pos = 0;
         if self.remaining > 0 {
             let n = self.remaining.min(buf.len());
@@ -146,7 +158,9 @@ impl Scanner {
                 if buf.len() - pos < h.frame_len {
                     break;
                 }
-                seen(h.tag, &buf[pos + 5..pos + h.frame_len])?;
+                if !seen(h.tag, &buf[pos + 5..pos + h.frame_len])? {
+                    break;
+                }
                 pos += h.frame_len;
             } else {
                 let available = (buf.len() - pos).min(h.frame_len);

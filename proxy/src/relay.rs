@@ -17,7 +17,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use crate::classify::TxControl;
+use crate::config::CommitOrderMode;
 use crate::copytrack::CopyTracker;
+use crate::order::Flight;
 use crate::outcome::{self, Collector};
 use crate::protocol::{self, backend as b, frontend as f, FrameError, Scanner};
 use crate::secondary::Secondary;
@@ -59,6 +62,28 @@ pub struct Ends<'a> {
     pub backend_writer: &'a mut Writer,
 }
 
+/// A query of the proxy's own added to the client's stream, to read the primary's WAL
+/// position inside a committing transaction (see `order`). Its answer never reaches the
+/// client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inject {
+    None,
+    /// A Query of its own before the unit that commits (for flight `id`): the whole answer,
+    /// up to its ReadyForQuery, is the proxy's.
+    Separate(u64),
+    /// A statement appended to the unit's own Query text: the last result before its
+    /// ReadyForQuery is the proxy's.
+    Appended,
+}
+
+/// The proxy's query for the WAL position.
+const LSN_QUERY: &[u8] = b"SELECT pg_catalog.pg_current_wal_insert_lsn()\0";
+/// Appended to a Query's text: a statement of its own, after anything the text ends with.
+const LSN_APPENDED: &[u8] =
+    b"\n;SELECT pg_catalog.pg_current_wal_insert_lsn() AS dualwrite_commit_order\0";
+/// The column name that marks the appended statement's result.
+const LSN_COLUMN: &[u8] = b"dualwrite_commit_order\0";
+
 /// A Query, Sync or FunctionCall sent to the primary, waiting for its ReadyForQuery.
 struct Pending {
     sent: Instant,
@@ -69,6 +94,22 @@ struct Pending {
     /// A Sync sent while an extended-protocol COPY FROM STDIN may be running: if the COPY
     /// started, the server ignores it and answers the next Sync instead.
     maybe_ignored: bool,
+    inject: Inject,
+    /// The unit may commit: its place in the commit order is decided when it is answered.
+    flight: Option<Flight>,
+}
+
+impl Pending {
+    fn plain(maybe_ignored: bool) -> Pending {
+        Pending {
+            sent: Instant::now(),
+            dual: false,
+            shadow: false,
+            maybe_ignored,
+            inject: Inject::None,
+            flight: None,
+        }
+    }
 }
 
 /// Session state shared by the two directions.
@@ -92,6 +133,8 @@ pub struct Flow {
     busy: AtomicBool,
     /// The settings epoch this session runs with.
     pub epoch: std::sync::atomic::AtomicU64,
+    /// The session's primary is the target (for the commit order's keys).
+    pub primary_target: AtomicBool,
 }
 
 impl Default for Flow {
@@ -107,6 +150,7 @@ impl Default for Flow {
             idle: Notify::new(),
             busy: AtomicBool::new(false),
             epoch: std::sync::atomic::AtomicU64::new(0),
+            primary_target: AtomicBool::new(false),
         }
     }
 }
@@ -198,6 +242,37 @@ pub async fn run(
         .await;
     }
     end
+}
+
+/// A chunk of client frames with bytes of the proxy's own put in (see `Inject`).
+#[derive(Default)]
+struct Splice {
+    out: Option<BytesMut>,
+    /// Bytes of the chunk already in `out`.
+    copied: usize,
+}
+
+impl Splice {
+    /// Put `bytes` at `at` in `chunk`, in place of the `replace` bytes there. Calls come in
+    /// increasing `at`.
+    fn insert(&mut self, chunk: &[u8], at: usize, bytes: &[u8], replace: usize) {
+        let out = self
+            .out
+            .get_or_insert_with(|| BytesMut::with_capacity(chunk.len() + 128));
+        out.extend_from_slice(&chunk[self.copied..at]);
+        out.extend_from_slice(bytes);
+        self.copied = at + replace;
+    }
+
+    fn finish(self, chunk: bytes::Bytes) -> bytes::Bytes {
+        match self.out {
+            None => chunk,
+            Some(mut out) => {
+                out.extend_from_slice(&chunk[self.copied..]);
+                out.freeze()
+            }
+        }
+    }
 }
 
 async fn client_to_backend(
@@ -302,12 +377,7 @@ async fn client_to_backend(
                         flow.queue
                             .lock()
                             .expect("lock poisoned")
-                            .push_back(Pending {
-                                sent: Instant::now(),
-                                dual: false,
-                                shadow: false,
-                                maybe_ignored: sync_ignored,
-                            });
+                            .push_back(Pending::plain(sync_ignored));
                     }
                     flow.pending.fetch_add(1, Ordering::AcqRel);
                 }
@@ -329,10 +399,19 @@ async fn client_to_backend(
         }
         if pos > 0 {
             let chunk = buf.split_to(pos).freeze();
+            // The bytes to send when the proxy adds queries of its own (see `Inject`).
+            let mut spliced = Splice::default();
             if secondary.is_some() {
                 builder.shadow_rate = shared.shadow.rate();
+                let target = flow.primary_target.load(Ordering::Acquire);
+                let wal_keys = shared.settings().commit_order == CommitOrderMode::Wal
+                    && shared.order.wal_keys(target);
+                // Where the unit being read began in this chunk (frames before it belong to
+                // units already routed).
+                let mut unit_start: Option<usize> = None;
                 // Route before forwarding, so each unit's entry is queued before its answer.
                 for &(tag, start, len) in &frames {
+                    unit_start.get_or_insert(start);
                     let frame = chunk.slice(start..start + len);
                     let before = items.len();
                     let boundary = builder.push(tag, &frame, &mut items);
@@ -355,7 +434,7 @@ async fn client_to_backend(
                     for item in &mut items[before..] {
                         if let Item::Unit(u) = item {
                             if u.copy_in {
-                                u.seen = shared.order.assigned();
+                                u.seen = shared.order.acks();
                             }
                         }
                     }
@@ -367,6 +446,37 @@ async fn client_to_backend(
                         if tag == f::SYNC {
                             sync_index += 1;
                         }
+                        // The unit may commit: it takes its place in the commit order when
+                        // answered, by a key read inside its transaction where one can be.
+                        let unit = items[before..].iter().rev().find_map(|i| match i {
+                            Item::Unit(u) if !u.shadow => Some(u),
+                            _ => None,
+                        });
+                        let commits = unit.filter(|u| u.effect || u.tx == Some(TxControl::Commit));
+                        let flight = commits.map(|_| shared.order.forwarded(target));
+                        let mut inject = Inject::None;
+                        if let (Some(u), Some(fl)) = (commits, &flight) {
+                            if !wal_keys || maybe_ignored || u.copy_in {
+                            } else if u.tx == Some(TxControl::Commit) {
+                                if let Some(at) = unit_start {
+                                    let mut q = BytesMut::new();
+                                    protocol::frontend_message(&mut q, f::QUERY, LSN_QUERY);
+                                    spliced.insert(&chunk, at, &q, 0);
+                                    let mut p = Pending::plain(false);
+                                    p.inject = Inject::Separate(fl.id());
+                                    flow.queue.lock().expect("lock poisoned").push_back(p);
+                                }
+                            } else if tag == f::QUERY && u.appendable && u.tx.is_none() {
+                                let text = &frame[5..frame.len() - 1];
+                                let mut body = Vec::with_capacity(text.len() + LSN_APPENDED.len());
+                                body.extend_from_slice(text);
+                                body.extend_from_slice(LSN_APPENDED);
+                                let mut q = BytesMut::new();
+                                protocol::frontend_message(&mut q, f::QUERY, &body);
+                                spliced.insert(&chunk, start, &q, len);
+                                inject = Inject::Appended;
+                            }
+                        }
                         flow.queue
                             .lock()
                             .expect("lock poisoned")
@@ -375,9 +485,12 @@ async fn client_to_backend(
                                 dual: dual_since_boundary,
                                 shadow,
                                 maybe_ignored,
+                                inject,
+                                flight,
                             });
                         m.routed(dual_since_boundary);
                         dual_since_boundary = false;
+                        unit_start = None;
                     }
                 }
             } else if track {
@@ -389,6 +502,7 @@ async fn client_to_backend(
                     items.clear();
                 }
             }
+            let chunk = spliced.finish(chunk);
             if writer.write_all(&chunk).await.is_err() || writer.flush().await.is_err() {
                 return End::BackendGone;
             }
@@ -422,21 +536,27 @@ async fn backend_to_client(
     collector.begin(status);
     // Whether the unit being answered is dual-written (its returned rows are digested).
     let with_rows = Cell::new(false);
-    // (dual, shadow) of the unit being answered. With no unit queued, the answer is to a batch
-    // whose Sync has not been sent yet (the client sent Flush to get results early): its kind
-    // is not known, so its rows are digested and sampled in case it turns out dual or shadowed.
+    // The proxy's own query the unit being answered carries (see `Inject`).
+    let inject = Cell::new(Inject::None);
+    // The scan stopped before an answer of the proxy's own: it is taken out of the stream.
+    let own = Cell::new(false);
+    // (dual, shadow, inject) of the unit being answered. With no unit queued, the answer is to
+    // a batch whose Sync has not been sent yet (the client sent Flush to get results early):
+    // its kind is not known, so its rows are digested and sampled in case it turns out dual or
+    // shadowed.
     let unknown = secondary.is_some();
     let front_kind = || {
         flow.queue
             .lock()
             .expect("lock poisoned")
             .front()
-            .map(|p| (p.dual, p.shadow))
-            .unwrap_or((unknown, unknown))
+            .map(|p| (p.dual, p.shadow, p.inject))
+            .unwrap_or((unknown, unknown, Inject::None))
     };
-    let (dual, shadow) = front_kind();
+    let (dual, shadow, inj) = front_kind();
     with_rows.set(secondary.is_some() && dual);
     collector.keep_rows(shadow);
+    inject.set(inj);
     // The server entered copy-in mode for the unit being answered.
     let mut copy_started = false;
     // No message of the unit being answered has been seen yet: its entry may have been
@@ -444,17 +564,23 @@ async fn backend_to_client(
     let fresh = Cell::new(true);
     loop {
         if secondary.is_some() && fresh.get() {
-            let (dual, shadow) = front_kind();
+            let (dual, shadow, inj) = front_kind();
             with_rows.set(dual);
             collector.keep_rows(shadow);
+            inject.set(inj);
         }
         let mut ready = 0usize;
         let mut errors = 0u64;
-        let scanned = scanner.scan(
+        let scanned = scanner.scan_until(
             buf,
             i32::MAX as usize,
             |t| {
                 t == b'G'
+                    || match inject.get() {
+                        Inject::Separate(_) => true,
+                        Inject::Appended if t == b'T' => true,
+                        _ => false,
+                    }
                     || if secondary.is_some() {
                         outcome::wanted(t, with_rows.get())
                     } else {
@@ -462,6 +588,17 @@ async fn backend_to_client(
                     }
             },
             |t, body| {
+                match inject.get() {
+                    Inject::Separate(_) => {
+                        own.set(true);
+                        return Ok(false);
+                    }
+                    Inject::Appended if t == b'T' && is_lsn_column(body) => {
+                        own.set(true);
+                        return Ok(false);
+                    }
+                    _ => {}
+                }
                 fresh.set(false);
                 if t == b::ERROR_RESPONSE {
                     errors += 1;
@@ -495,30 +632,33 @@ async fn backend_to_client(
                     if let Some(p) = &front {
                         m.statement_duration.record(p.sent.elapsed().as_secs_f64());
                     }
-                    if let (Some(sec), Some(mut o), Some(p)) = (secondary, done, front) {
-                        if p.dual {
-                            o.elapsed = p.sent.elapsed();
-                            // The commit order is the order of these acknowledgements, taken
-                            // before the client can see this one and act on it elsewhere.
-                            o.seen = shared.order.assigned();
-                            let ticket = (status == b'I').then(|| shared.order.assign());
-                            sec.outcome(o, ticket);
+                    if let Some(mut p) = front {
+                        // Commits acknowledged before this answer, then this one's place.
+                        let seen = shared.order.acks();
+                        let ticket = p.flight.take().and_then(|f| f.answered(status == b'I'));
+                        if let (Some(sec), Some(mut o)) = (secondary, done) {
+                            if p.dual {
+                                o.elapsed = p.sent.elapsed();
+                                o.seen = seen;
+                                sec.outcome(o, ticket);
+                            }
                         }
                     }
                     collector.begin(status);
-                    let (dual, shadow) = front_kind();
+                    let (dual, shadow, inj) = front_kind();
                     with_rows.set(secondary.is_some() && dual);
                     collector.keep_rows(shadow);
+                    inject.set(inj);
                     fresh.set(true);
                 }
-                Ok(())
+                Ok(true)
             },
         );
         let n = match scanned {
             Ok(n) => n,
             Err(_) => return End::BackendGone,
         };
-        if n == 0 {
+        if n == 0 && !own.get() {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(READ_CHUNK);
             }
@@ -528,17 +668,19 @@ async fn backend_to_client(
             }
             continue;
         }
-        let chunk = buf.split_to(n);
-        if !flow.client_gone.load(Ordering::Acquire) {
-            flow.client_clean.store(false, Ordering::Release);
-            if writer.write_all(&chunk).await.is_err() || writer.flush().await.is_err() {
-                flow.client_gone.store(true, Ordering::Release);
-                if secondary.is_none() {
-                    return End::ClientGone;
+        if n > 0 {
+            let chunk = buf.split_to(n);
+            if !flow.client_gone.load(Ordering::Acquire) {
+                flow.client_clean.store(false, Ordering::Release);
+                if writer.write_all(&chunk).await.is_err() || writer.flush().await.is_err() {
+                    flow.client_gone.store(true, Ordering::Release);
+                    if secondary.is_none() {
+                        return End::ClientGone;
+                    }
                 }
-            }
-            if scanner.at_boundary() {
-                flow.client_clean.store(true, Ordering::Release);
+                if scanner.at_boundary() {
+                    flow.client_clean.store(true, Ordering::Release);
+                }
             }
         }
         if errors > 0 {
@@ -559,6 +701,91 @@ async fn backend_to_client(
             if flow.idle() {
                 flow.release(shared);
             }
+        }
+        if own.replace(false) {
+            if let Err(end) = take_own_answer(reader, writer, buf, flow, shared, inject.get()).await
+            {
+                return end;
+            }
+            fresh.set(true);
+        }
+    }
+}
+
+/// Whether a RowDescription is the appended statement's (one column named for it).
+fn is_lsn_column(body: &[u8]) -> bool {
+    body.len() > 2 + LSN_COLUMN.len()
+        && body[..2] == [0, 1]
+        && body[2..2 + LSN_COLUMN.len()] == *LSN_COLUMN
+}
+
+/// The WAL position in a DataRow of one text column.
+fn lsn_of(body: &[u8]) -> Option<u64> {
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let value = body.get(6..6 + usize::try_from(len).ok()?)?;
+    crate::order::parse_lsn(value)
+}
+
+/// Take the answer to the proxy's own query out of the stream (it never reaches the client),
+/// noting the WAL position it carries. A notice, notification or parameter change among it
+/// still goes to the client.
+async fn take_own_answer(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    buf: &mut BytesMut,
+    flow: &Flow,
+    shared: &Shared,
+    inject: Inject,
+) -> Result<(), End> {
+    let flight = match inject {
+        Inject::Separate(id) => Some(id),
+        _ => flow
+            .queue
+            .lock()
+            .expect("lock poisoned")
+            .front()
+            .and_then(|p| p.flight.as_ref().map(|f| f.id())),
+    };
+    loop {
+        let h = loop {
+            match protocol::header(buf, i32::MAX as usize) {
+                Ok(Some(h)) if buf.len() >= h.frame_len => break h,
+                Ok(_) => {
+                    if buf.capacity() - buf.len() < 4096 {
+                        buf.reserve(READ_CHUNK);
+                    }
+                    match reader.read_buf(buf).await {
+                        Ok(0) | Err(_) => return Err(End::BackendGone),
+                        Ok(_) => {}
+                    }
+                }
+                Err(_) => return Err(End::BackendGone),
+            }
+        };
+        let frame = buf.split_to(h.frame_len);
+        let body = &frame[5..];
+        match h.tag {
+            b'A' | b'N' | b'S' if !flow.client_gone.load(Ordering::Acquire) => {
+                let _ = writer.write_all(&frame).await;
+                let _ = writer.flush().await;
+            }
+            b'D' => {
+                if let (Some(id), Some(lsn)) = (flight, lsn_of(body)) {
+                    shared.order.key(id, lsn);
+                }
+            }
+            b::READY_FOR_QUERY if matches!(inject, Inject::Separate(_)) => {
+                flow.queue.lock().expect("lock poisoned").pop_front();
+                return Ok(());
+            }
+            b::COMMAND_COMPLETE if inject == Inject::Appended => return Ok(()),
+            b::ERROR_RESPONSE if inject == Inject::Appended => {
+                // The proxy's statement failed after the client's: the client must see why
+                // its transaction did not commit.
+                let _ = writer.write_all(&frame).await;
+                return Ok(());
+            }
+            _ => {}
         }
     }
 }

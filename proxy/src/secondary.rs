@@ -985,7 +985,7 @@ impl Worker {
         }
         let started = Instant::now();
         while !t.turn(Some(ORDER_WAIT_REPORT)).await {
-            warn!(position = t.pos(), settled = self.shared.order.settled(), waited = ?started.elapsed(),
+            warn!(position = ?t.pos(), settled = self.shared.order.settled(), waited = ?started.elapsed(),
                 "secondary: a commit waits for earlier commits to be applied");
         }
     }
@@ -1016,7 +1016,7 @@ impl Worker {
         if !self
             .shared
             .order
-            .settled_to(seen, holding.then_some(GIVE_WAY))
+            .acks_settled_to(seen, holding.then_some(GIVE_WAY))
             .await
         {
             self.give_way().await;
@@ -1430,7 +1430,7 @@ impl Worker {
         let live = if !self.txn.is_empty() {
             self.run_ahead(seen).await
         } else {
-            self.shared.order.settled_to(seen, None).await;
+            self.shared.order.acks_settled_to(seen, None).await;
             self.live(true).await
         };
         let mut state = CopyState {

@@ -220,6 +220,16 @@ impl Proxy {
         }
         tracker.spawn(end_lost_sessions(shared.clone(), shutdown.clone()));
         if shared.journal.is_some() {
+            for backend in [Some(&settings.source), settings.target.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                tracker.spawn(probe_wal_keys(
+                    shared.clone(),
+                    backend.clone(),
+                    shutdown.clone(),
+                ));
+            }
             tracker.spawn(reattach(shared.clone(), shutdown.clone()));
             tracker.spawn(persist_dual_facts(shared.clone(), shutdown.clone()));
         }
@@ -364,6 +374,63 @@ async fn end_lost_sessions(shared: Arc<Shared>, shutdown: CancellationToken) {
                 }
             };
             next[i] = tokio::time::Instant::now() + wait[i];
+        }
+    }
+}
+
+/// Check once that the commit order's keys can be read on `backend` (see `order`): the WAL
+/// position function answers and every login may call it. Until then, and if it cannot, the
+/// order is the order of the primary's acknowledgements.
+async fn probe_wal_keys(
+    shared: Arc<Shared>,
+    backend: crate::config::Backend,
+    shutdown: CancellationToken,
+) {
+    let target = backend.side == crate::config::Side::Target;
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        let probe = async {
+            let client = dualwrite_common::connect(&backend.url, "dualwrite-proxy")
+                .await
+                .map_err(|e| (true, e.to_string()))?;
+            let row = client
+                .query_one(
+                    "SELECT pg_catalog.pg_current_wal_insert_lsn()::text, \
+                     pg_catalog.has_function_privilege('public', 'pg_catalog.pg_current_wal_insert_lsn()', 'EXECUTE')",
+                    &[],
+                )
+                .await
+                .map_err(|e| (false, e.to_string()))?;
+            Ok::<bool, (bool, String)>(row.get(1))
+        };
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = probe => r,
+        };
+        match result {
+            Ok(true) => {
+                shared.order.set_wal_keys(target, true);
+                debug!(
+                    side = backend.side.name(),
+                    "commit order keyed by WAL positions"
+                );
+                return;
+            }
+            Ok(false) => {
+                warn!(side = backend.side.name(), "pg_current_wal_insert_lsn() is not executable by every login: the commit order follows the primary's acknowledgements");
+                return;
+            }
+            Err((false, e)) => {
+                warn!(side = backend.side.name(), error = %e, "cannot read WAL positions: the commit order follows the primary's acknowledgements");
+                return;
+            }
+            Err((true, _)) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
         }
     }
 }

@@ -321,6 +321,10 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
     flow.epoch
         .store(shared.gate.epoch(), std::sync::atomic::Ordering::Release);
     let end = loop {
+        flow.primary_target.store(
+            primary.side == crate::config::Side::Target,
+            std::sync::atomic::Ordering::Release,
+        );
         let end = relay::run(
             relay::Ends {
                 client_reader: &mut reader,

@@ -63,12 +63,15 @@ pub struct Unit {
     /// A statement may change data or schema (see `Classification::effect`): a transaction
     /// without one has nothing to apply or journal on the secondary.
     pub effect: bool,
+    /// A simple Query whose text may have a statement appended (see
+    /// `Classification::appendable`).
+    pub appendable: bool,
     pub tables: Vec<String>,
     pub nondeterministic: Vec<&'static str>,
     /// The unit starts a COPY FROM STDIN on the secondary.
     pub copy_in: bool,
-    /// For a COPY: the last commit-order position handed out when it was sent to the primary
-    /// (its rows run on the secondary once every commit up to it is applied there).
+    /// For a COPY: commits acknowledged when it was sent to the primary (its rows run on the
+    /// secondary once every one of them is applied there; see `order`).
     pub seen: u64,
     /// First statement text, for logs and warnings.
     pub text: String,
@@ -200,6 +203,7 @@ impl Builder {
                     };
                     absorb(&mut unit, &class, &text);
                     unit.tx = single_tx(&class);
+                    unit.appendable = class.appendable;
                     unit.results = (0..class.statements).collect();
                     unit.steps.push(Step::Raw(frame.clone()));
                     unit.bytes = frame.len();

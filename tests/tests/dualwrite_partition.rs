@@ -116,16 +116,22 @@ async fn a_transaction_cut_off_on_the_target_does_not_block_its_replay() {
          INSERT INTO kv VALUES (1, 'start');
          GRANT ALL ON kv TO app",
     );
+    // Every read is sampled on the target.
+    let (code, _) = d
+        .proxy
+        .admin_post("/config", r#"{"shadow_reads": 1.0}"#)
+        .await;
+    assert_eq!(code, 200);
     let c = d.client().await;
     c.batch_execute("BEGIN").await.unwrap();
-    // A transaction's statements go to the secondary together with its end, or once they
-    // outgrow a bound (1 MiB): this one's first UPDATE is big enough to go ahead.
-    let pad = "p".repeat(1 << 20);
-    c.batch_execute(&format!(
-        "UPDATE kv SET v = 'x' WHERE k = 1 AND length('{pad}') > 0"
-    ))
-    .await
-    .unwrap();
+    c.batch_execute("UPDATE kv SET v = 'x' WHERE k = 1")
+        .await
+        .unwrap();
+    // A transaction's statements go to the secondary at its commit, or ahead of it for a
+    // sampled read inside it, which must see them: this read sends the UPDATE ahead.
+    c.batch_execute("SELECT v FROM kv WHERE k = 1")
+        .await
+        .unwrap();
     // The target's session holds the row's lock once its UPDATE ran there.
     let holder = || {
         d.target.psql(
