@@ -1,11 +1,15 @@
 //! Wire fidelity through the proxy, checked with a raw protocol client: the process id a client
 //! is given is its backend's, as in every notification and in `pg_backend_pid()` (and what
-//! changes after a cutover), and a cancel with that key still works after a cutover.
+//! changes after a cutover), a cancel with that key still works after a cutover, and an error
+//! reaches a client that is still streaming a long pipeline, so it can stop sending.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dualwrite_tests::proxy::{DualWrite, Passthrough, APP_PASSWORD, APP_USER};
-use dualwrite_tests::raw::{self, Msg, RawClient};
+use dualwrite_tests::raw::{self, message, Msg, RawClient};
+use tokio::io::AsyncWriteExt;
 
 async fn login(port: u16) -> RawClient {
     RawClient::login_scram(port, APP_USER, APP_PASSWORD, "app").await
@@ -141,4 +145,119 @@ async fn after_a_cutover_the_client_keeps_its_key_and_its_cancel_still_works() {
     cancel(port, &(key.0, vec![0, 0, 0, 0])).await;
     let msgs = a.until(b'Z').await;
     assert!(!msgs.iter().any(|m| m.tag == b'E'), "{msgs:?}");
+}
+
+/// One Bind/Execute of `INSERT INTO exmany VALUES ($1, $2)` with text parameters.
+fn bind_execute(a: &str, b: i32) -> Vec<u8> {
+    let b = b.to_string();
+    let mut body = b"\0\0\0\0\0\x02".to_vec(); // unnamed portal and statement, no formats
+    for v in [a.as_bytes(), b.as_bytes()] {
+        body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+        body.extend_from_slice(v);
+    }
+    body.extend_from_slice(b"\0\0"); // result formats
+    let mut out = message(b'B', &body);
+    out.extend(message(b'E', b"\0\0\0\0\0"));
+    out
+}
+
+/// The pipeline asyncpg's `executemany` sends: many Bind/Execute of ~32 KiB with one Sync at
+/// the end, written four at a time, looking for an error between writes; the second row
+/// violates the primary key. Returns how many rows were sent and the messages received.
+async fn executemany(port: u16, rows: usize) -> (usize, Vec<Msg>) {
+    let mut c = login(port).await;
+    c.simple("CREATE TABLE IF NOT EXISTS exmany (a text, b int PRIMARY KEY)")
+        .await;
+    let parse = b"\0INSERT INTO exmany VALUES ($1, $2)\0\0\0";
+    let RawClient { stream, .. } = c;
+    let (mut rd, mut wr) = stream.into_split();
+    let failed = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let failed = failed.clone();
+        tokio::spawn(async move {
+            let mut buf = bytes::BytesMut::new();
+            let mut got = Vec::new();
+            loop {
+                let m = raw::recv(&mut rd, &mut buf)
+                    .await
+                    .expect("answer to the pipeline");
+                if m.tag == b'E' {
+                    failed.store(true, Ordering::Release);
+                }
+                let done = m.tag == b'Z';
+                got.push(m);
+                if done {
+                    return got;
+                }
+            }
+        })
+    };
+    wr.write_all(&message(b'P', parse)).await.unwrap();
+    let long = "a".repeat(32 * 1024);
+    let mut row = 0;
+    while row < rows && !failed.load(Ordering::Acquire) {
+        let mut batch = Vec::new();
+        for _ in 0..4 {
+            if row < rows {
+                batch.extend(if row < 2 {
+                    bind_execute("a", 0)
+                } else {
+                    bind_execute(&long, row as i32)
+                });
+                row += 1;
+            }
+        }
+        wr.write_all(&batch).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    wr.write_all(&message(b'S', b"")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the pipeline's answer within 60 s")
+        .unwrap();
+    (row, got)
+}
+
+/// The rows of the pipeline: 512 of 32 KiB, 16 MiB. (asyncpg's own test sends 128, but a
+/// client this fast fills the kernel's socket buffers with 4 MiB before the server has read the
+/// first row, directly as well.)
+const ROWS: usize = 512;
+
+/// The pipeline was answered as PostgreSQL answers it: the first row inserted, the second
+/// rejected, nothing after it run, and the client stopped sending long before its end.
+fn stopped_early(how: &str, sent: usize, got: &[Msg]) {
+    let tags: String = got.iter().map(|m| m.tag as char).collect();
+    assert_eq!(tags, "12C2EZ", "{how}: {got:?}");
+    assert_eq!(got[4].sqlstate().as_deref(), Some("23505"), "{how}");
+    assert_eq!(got[5].body, b"I", "{how}");
+    assert!(
+        sent < ROWS,
+        "{how}: the client sent all {ROWS} rows before it saw the error"
+    );
+}
+
+/// asyncpg's executemany pattern: the error of the second row reaches the client while it is
+/// still streaming the rest, directly and through the proxy alike, so it stops sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_error_reaches_a_client_still_sending_its_pipeline() {
+    let p = Passthrough::start().await;
+    for round in 0..3 {
+        let (sent, got) = executemany(p.cluster.port, ROWS).await;
+        stopped_early(&format!("directly, round {round}"), sent, &got);
+        let (sent, got) = executemany(p.proxy.port(), ROWS).await;
+        stopped_early(&format!("through the proxy, round {round}"), sent, &got);
+    }
+}
+
+/// The same in dual-write mode; the failed batch reaches neither database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_error_reaches_a_client_still_sending_its_pipeline_in_dual_write() {
+    let d = DualWrite::start().await;
+    for round in 0..3 {
+        let (sent, got) = executemany(d.proxy.port(), ROWS).await;
+        stopped_early(&format!("round {round}"), sent, &got);
+    }
+    assert_eq!(d.assert_same("SELECT count(*) FROM exmany").await, "0");
+    let status = d.status().await;
+    assert_eq!(status["dual_write"]["journal"]["records"], 0, "{status}");
 }
