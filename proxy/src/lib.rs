@@ -18,7 +18,7 @@
 //! - `protocol`: framing, startup packets, and the few messages the proxy writes itself.
 //! - `auth`: client authentication (trust, md5, SCRAM-SHA-256).
 //! - `backend`: opening an authenticated session on a backend, and cancel requests.
-//! - `cancel`: the proxy's cancel keys mapped to backend sessions.
+//! - `cancel`: cancel keys (the backend's pid, a secret of the proxy's) mapped to backend sessions.
 //! - `tls`: client-side TLS and stream halves.
 //! - `admin`: the HTTP API (`/metrics`, `/status`, `/cutover`, `/config`).
 //! - `admin_client`: the CLI's requests to a running proxy's admin API.

@@ -5,10 +5,13 @@
 //!
 //! The two directions run concurrently so that neither can block the other: a client that
 //! pipelines many queries without reading, or a backend streaming a large result while the
-//! client is still sending, behave exactly as they would with a direct connection.
+//! client is still sending, behave exactly as they would with a direct connection. A client
+//! that keeps sending does not hold back the backend's answers either: after each chunk read
+//! from it without waiting, the client's direction yields (see `client_to_backend`).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -310,10 +313,17 @@ async fn client_to_backend(
         }
         let draining = flow.draining.load(Ordering::Acquire);
         // Bytes kept from before a reconfiguration are processed before reading more.
+        let mut waited = false;
         let read = if pending_input {
             pending_input = false;
             Ok(usize::MAX)
         } else {
+            let mut read = std::pin::pin!(reader.read_buf(buf));
+            let read = std::future::poll_fn(|cx| {
+                let r = read.as_mut().poll(cx);
+                waited |= r.is_pending();
+                r
+            });
             tokio::select! {
             biased;
             _ = &mut kill => return End::Shutdown,
@@ -323,7 +333,7 @@ async fn client_to_backend(
                 continue;
             }
             _ = flow.idle.notified(), if draining => continue,
-            r = reader.read_buf(buf) => r,
+            r = read => r,
             }
         };
         match read {
@@ -513,6 +523,13 @@ async fn client_to_backend(
                     sec.send(item).await;
                 }
             }
+        }
+        if pos > 0 && !waited {
+            // The client is streaming (its bytes were there before we read them): let the
+            // backend's answers through before reading on. Both directions are polled by one
+            // task, and this one would otherwise keep it for as long as tokio's budget lasts,
+            // holding back an early error the client would stop sending for.
+            tokio::task::yield_now().await;
         }
         if terminate {
             let _ = writer.flush().await;

@@ -266,7 +266,7 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
     };
     metrics.backend_connect(started.elapsed());
 
-    // Our own cancel key, mapped to the backend's.
+    // The backend's pid with a secret of our own, so a cancel comes to us (see `cancel`).
     let cancel_guard = conn.key.as_ref().map(|(pid, secret)| {
         shared
             .cancels
@@ -359,7 +359,7 @@ async fn run(stream: TcpStream, shared: Arc<Shared>, id: u64) {
                 Ok((new, old_secondary_backend)) => {
                     if let (Some(g), Some((pid, secret))) = (&cancel_guard, &new.key) {
                         shared.cancels.retarget(
-                            g.pid,
+                            g,
                             old_secondary_backend.clone(),
                             *pid,
                             secret.clone(),

@@ -7,8 +7,10 @@ DW_SSLROOTCERT for TLS with the certificate and name verified.
 Exercises what asyncpg does on the wire: every query a named prepared statement from its
 statement cache (Parse and Describe once, then Bind/Execute in binary), executemany pipelined,
 explicit prepared statements, cursors (named portals fetched in pieces inside a transaction),
-COPY in (records) and out, errors with their fields, nested transactions (savepoints), and
-LISTEN/NOTIFY.
+COPY in (records) and out, errors with their fields, nested transactions (savepoints),
+LISTEN/NOTIFY (the sender's pid in a notification is the one the driver was given and the one
+`pg_backend_pid()` returns, as applications that skip their own notifications expect), and an
+executemany whose server error arrives while asyncpg is still sending (it must stop early).
 """
 import asyncio
 import datetime
@@ -110,13 +112,43 @@ async def main():
         "SELECT id, name, tags FROM drv_asyncpg WHERE id BETWEEN $1 AND $2 ORDER BY id", 2000, 2002, output=buf))
     say("copy out data", buf.getvalue())
 
-    # LISTEN/NOTIFY between two connections.
+    # LISTEN/NOTIFY between two connections. The pids differ from run to run: the transcript
+    # says how they relate.
     listener = await connect()
     got = asyncio.get_running_loop().create_future()
-    await listener.add_listener("drv_channel", lambda _c, _pid, channel, payload: got.set_result((channel, payload)))
+    await listener.add_listener("drv_channel", lambda _c, pid, channel, payload: got.set_result((pid, channel, payload)))
     await c.execute("NOTIFY drv_channel, 'hello from asyncpg'")
-    say("notify", await asyncio.wait_for(got, 10))
+    pid, channel, payload = await asyncio.wait_for(got, 10)
+    say("notify", (channel, payload))
+    say("notify sender pid is the sender's", pid == c.get_server_pid(),
+        pid == await c.fetchval("SELECT pg_backend_pid()"), pid != listener.get_server_pid())
+    # Its own notification: the listener recognises it by its pid.
+    own = asyncio.get_running_loop().create_future()
+    await listener.add_listener("drv_own", lambda _c, pid, _ch, payload: own.set_result((pid, payload)))
+    await listener.execute("NOTIFY drv_own, 'to myself'")
+    pid, payload = await asyncio.wait_for(own, 10)
+    say("notify own", payload, pid == listener.get_server_pid(),
+        pid == await listener.fetchval("SELECT pg_backend_pid()"))
     await listener.close()
+
+    # executemany streams ~32 KiB rows with one Sync; the server rejects the second row at once,
+    # and asyncpg stops sending when it sees the error (asyncpg's own
+    # test_executemany_server_failure_during_writes).
+    await c.execute("CREATE TABLE drv_asyncpg_many (a text, b int PRIMARY KEY)")
+    pos = 0
+
+    def gen():
+        nonlocal pos
+        while pos < 128:
+            pos += 1
+            yield ("a", 0) if pos < 3 else ("a" * 32768, pos)
+
+    try:
+        await c.executemany("INSERT INTO drv_asyncpg_many (a, b) VALUES ($1, $2)", gen())
+        say("executemany early error: none")
+    except asyncpg.UniqueViolationError as e:
+        say("executemany early error", e.sqlstate, e.constraint_name, "stopped early:", pos < 128)
+    say("executemany early error rows", await c.fetchval("SELECT count(*) FROM drv_asyncpg_many"))
 
     for r in await c.fetch("SELECT id, name, amount, at, data, tags, doc, flag FROM drv_asyncpg ORDER BY id"):
         say("final", tuple(r))
