@@ -133,13 +133,14 @@ async def main():
 
     # executemany streams ~32 KiB rows with one Sync; the server rejects the second row at once,
     # and asyncpg stops sending when it sees the error (asyncpg's own
-    # test_executemany_server_failure_during_writes).
+    # test_executemany_server_failure_during_writes, with 512 rows instead of 128: 4 MiB can
+    # fit in the sockets' buffers before the error comes back, even directly).
     await c.execute("CREATE TABLE drv_asyncpg_many (a text, b int PRIMARY KEY)")
     pos = 0
 
     def gen():
         nonlocal pos
-        while pos < 128:
+        while pos < 512:
             pos += 1
             yield ("a", 0) if pos < 3 else ("a" * 32768, pos)
 
@@ -147,7 +148,7 @@ async def main():
         await c.executemany("INSERT INTO drv_asyncpg_many (a, b) VALUES ($1, $2)", gen())
         say("executemany early error: none")
     except asyncpg.UniqueViolationError as e:
-        say("executemany early error", e.sqlstate, e.constraint_name, "stopped early:", pos < 128)
+        say("executemany early error", e.sqlstate, e.constraint_name, "stopped early:", pos < 512)
     say("executemany early error rows", await c.fetchval("SELECT count(*) FROM drv_asyncpg_many"))
 
     for r in await c.fetch("SELECT id, name, amount, at, data, tags, doc, flag FROM drv_asyncpg ORDER BY id"):
