@@ -190,16 +190,6 @@ async fn sixteen_sessions_of_ddl_and_dml_on_shared_tables_end_identical() {
 
     let status = wait_settled(&d, 60).await;
     let dw = &status["dual_write"];
-    if std::env::var("DW_DEBUG_JOURNAL").is_ok() {
-        let (records, _) = dualwrite_proxy::journal::read_records(d.journal_dir.path()).unwrap();
-        for r in &records {
-            let st = dualwrite_proxy::journal::describe(&r.messages);
-            eprintln!(
-                "{} s{} {:?} {} {:?} {:?}",
-                r.seq, r.session, st, r.error, r.primary_result, r.secondary_result
-            );
-        }
-    }
     assert_eq!(dw["secondary_attached"], true, "{status}");
     assert_eq!(dw["journal"]["missed"], 0, "nothing journaled: {status}");
     assert_eq!(dw["secondary_failures"], 0, "{status}");
@@ -305,14 +295,6 @@ async fn a_journal_of_interleaved_sessions_replays_in_commit_order() {
     assert!(missed > 250, "{status}");
 
     d.target.restart();
-    if std::env::var("DW_DEBUG_JOURNAL").is_ok() {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let (records, _) = dualwrite_proxy::journal::read_records(d.journal_dir.path()).unwrap();
-        for r in &records {
-            let st = dualwrite_proxy::journal::describe(&r.messages);
-            eprintln!("{} s{} {:?} {}", r.seq, r.session, st, r.error);
-        }
-    }
     let status = d.wait_attached(true, 60).await;
     assert!(
         status["dual_write"]["journal"]["missed"].as_u64().unwrap() >= missed,
@@ -324,4 +306,67 @@ async fn a_journal_of_interleaved_sessions_replays_in_commit_order() {
             .await,
         0.0
     );
+}
+
+/// A real driver's heavy, many-connection workload through the dual-writing proxy: an asyncpg
+/// pool of 8 and 4 psycopg connections reuse four table names, dropping, recreating and
+/// altering them while they write with prepared statements in transactions and read in
+/// read-only ones (`tests/clients/order_workload.py`). The secondary never detaches (nothing
+/// is journaled) and both databases end identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_and_psycopg_pools_sharing_table_names_end_identical() {
+    let d = DualWrite::start().await;
+    d.both(SCHEMA);
+    for w in 0..4 {
+        d.both(&format!(
+            "CREATE TABLE w{w} (id int PRIMARY KEY, v bigint NOT NULL, note text);
+             INSERT INTO w{w} SELECT g, 0, 'start' FROM generate_series(0, 19) g;
+             ALTER TABLE w{w} OWNER TO app"
+        ));
+    }
+    let clients = std::env::var_os("DW_CLIENTS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/opt/dualwrite-clients".into())
+        .join("python");
+    for package in ["asyncpg", "psycopg"] {
+        assert!(
+            clients.join(package).exists(),
+            "{package} is not installed under {}: run scripts/setup.sh",
+            clients.display()
+        );
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/order_workload.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .env("PYTHONPATH", &clients)
+        .env("DW_HOST", "127.0.0.1")
+        .env("DW_PORT", d.proxy.port().to_string())
+        .env("DW_USER", dualwrite_tests::proxy::APP_USER)
+        .env("DW_PASSWORD", dualwrite_tests::proxy::APP_PASSWORD)
+        .env("DW_DB", "app")
+        .env("DW_ROUNDS", "60")
+        .output()
+        .await
+        .expect("running python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the workload failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok: u32 = stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output: {stdout}"));
+    assert!(ok > 300, "only {ok} operations succeeded: {stdout}");
+
+    let status = wait_settled(&d, 60).await;
+    let dw = &status["dual_write"];
+    assert_eq!(dw["secondary_attached"], true, "{status}");
+    assert_eq!(dw["journal"]["missed"], 0, "nothing journaled: {status}");
+    assert_eq!(dw["secondary_failures"], 0, "{status}");
+    assert_eq!(dw["divergences"], 0, "{status}");
+    let tables = assert_identical(&d, 30).await;
+    assert!(tables.contains_key("ord"), "{tables:?}");
 }
