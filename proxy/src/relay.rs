@@ -304,6 +304,8 @@ async fn client_to_backend(
     let mut frames: Vec<(u8, usize, usize)> = Vec::new();
     let mut items: Vec<Item> = Vec::new();
     let mut dual_since_boundary = false;
+    // Frames of a unit not yet ended by its Query/Sync were sent (perhaps in an earlier chunk).
+    let mut unit_open = false;
     loop {
         if flow.draining.load(Ordering::Acquire) && flow.idle() {
             return End::Shutdown;
@@ -416,12 +418,15 @@ async fn client_to_backend(
                 let target = flow.primary_target.load(Ordering::Acquire);
                 let wal_keys = shared.settings().commit_order == CommitOrderMode::Wal
                     && shared.order.wal_keys(target);
-                // Where the unit being read began in this chunk (frames before it belong to
-                // units already routed).
+                // Where the unit being read began, when that is in this chunk (nothing of the
+                // proxy's own may go in the middle of a unit already partly sent).
                 let mut unit_start: Option<usize> = None;
                 // Route before forwarding, so each unit's entry is queued before its answer.
                 for &(tag, start, len) in &frames {
-                    unit_start.get_or_insert(start);
+                    if !unit_open {
+                        unit_start = Some(start);
+                        unit_open = true;
+                    }
                     let frame = chunk.slice(start..start + len);
                     let before = items.len();
                     let boundary = builder.push(tag, &frame, &mut items);
@@ -501,6 +506,7 @@ async fn client_to_backend(
                         m.routed(dual_since_boundary);
                         dual_since_boundary = false;
                         unit_start = None;
+                        unit_open = false;
                     }
                 }
             } else if track {
