@@ -446,10 +446,16 @@ async fn answer(a: Answering) {
             Ok(o) => {
                 let failed = o.error().is_some();
                 if failed {
-                    statements
-                        .lock()
-                        .expect("lock poisoned")
-                        .forget(flight.parsed);
+                    let mut st = statements.lock().expect("lock poisoned");
+                    if o.error()
+                        .is_some_and(|(code, _)| crate::secondary::session_bound_error(code))
+                    {
+                        // A statement it keeps went stale (DDL changed its result type): the
+                        // next sample prepares it again.
+                        st.names.clear();
+                    } else {
+                        st.forget(flight.parsed);
+                    }
                 }
                 // A read leaves no transaction open; if one is, the session is no longer
                 // clean and takes no more samples.

@@ -523,6 +523,17 @@ impl Worker {
             self.shared.shadow.skip("canceled");
             return true;
         }
+        if primary
+            .error()
+            .is_some_and(|(code, _)| session_bound_error(code))
+        {
+            // The read failed on the primary for a reason of that session's own state (a
+            // cached plan that DDL invalidated, a statement or cursor it does not have, its
+            // transaction already failed): it never ran to a result there, so nothing the
+            // target answers can be compared with it. Drivers expect and handle these.
+            self.shared.shadow.skip("primary_session_state");
+            return true;
+        }
         // A read inside a transaction sees the transaction's writes so far: they run on the
         // secondary ahead of its commit (see `run_ahead`).
         if primary.status_before != b'I'
@@ -607,6 +618,10 @@ impl Worker {
             self.shared.shadow.skip("unreachable");
             return true;
         };
+        if stale_on_secondary(&primary, &secondary) {
+            self.shared.shadow.skip("secondary_session_state");
+            return true;
+        }
         let log_params = self.shared.settings().shadow_log_params;
         let params = if log_params {
             crate::journal::describe(&out).join("; ")
@@ -682,6 +697,9 @@ impl Worker {
         let (text, results) = (u.text.clone(), u.results.clone());
         let finish: crate::lane::Finish = Box::new(move |answer| {
             match answer {
+                Ok((secondary, _)) if stale_on_secondary(&kept, &secondary) => {
+                    shared.shadow.skip("secondary_session_state");
+                }
                 Ok((secondary, elapsed)) => {
                     shared.shadow.record(
                         &text,
@@ -1703,6 +1721,26 @@ impl Worker {
             self.append(record).await;
         }
     }
+}
+
+/// Errors a read gets from its own session's state rather than from the data: `0A000`
+/// (cached plan must not change result type), `25P02` (the transaction already failed),
+/// `26000` (no such prepared statement), `34000` (no such cursor), `42P03` (cursor exists),
+/// `08P01` (protocol violation).
+/// The secondary's session failed the sample for a reason of its own state (a statement it
+/// kept went stale) where the primary answered: no difference of data.
+fn stale_on_secondary(primary: &Outcome, secondary: &Outcome) -> bool {
+    primary.error().is_none()
+        && secondary
+            .error()
+            .is_some_and(|(code, _)| session_bound_error(code))
+}
+
+pub(crate) fn session_bound_error(code: &str) -> bool {
+    matches!(
+        code,
+        "0A000" | "25P02" | "26000" | "34000" | "42P03" | "08P01"
+    )
 }
 
 /// Queue a record for the journal without waiting for its fsync (records keep their order,

@@ -381,3 +381,41 @@ async fn a_read_cancelled_on_the_primary_is_skipped_not_run_on_the_target() {
     );
     assert_eq!(sleeping.trim(), "0", "the target ran the cancelled read");
 }
+
+/// asyncpg's `test_prepare_cache_invalidation_in_pool`: after an ALTER TABLE, a statement
+/// prepared before it fails on the primary with `0A000 cached plan must not change result type`
+/// (the driver expects it and prepares again). The target would run the read fresh and return
+/// a row: that is no difference of data, so the sample is skipped with its reason, not reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_failing_on_the_primarys_session_state_is_skipped_not_a_mismatch() {
+    let d = DualWrite::start_with("shadow_reads = 1.0", "").await;
+    d.both("CREATE TABLE cached (id int PRIMARY KEY, v text); INSERT INTO cached VALUES (1, 'a'); ALTER TABLE cached OWNER TO app");
+    let c = d.client().await;
+    let stmt = c
+        .prepare("SELECT * FROM cached WHERE id = $1")
+        .await
+        .unwrap();
+    assert_eq!(c.query(&stmt, &[&1i32]).await.unwrap().len(), 1);
+    c.batch_execute("ALTER TABLE cached ADD COLUMN w int")
+        .await
+        .unwrap();
+    let err = c.query(&stmt, &[&1i32]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "0A000", "{err}");
+    // A fresh statement reads the new shape. The target's shared session kept the same text
+    // prepared from before the ALTER: its plan went stale there too, so that sample is skipped
+    // as well and the statement prepared again; the next read is compared as usual.
+    for _ in 0..2 {
+        let rows = c
+            .query("SELECT * FROM cached WHERE id = $1", &[&1i32])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+    }
+    let r = settled(&d, 2).await;
+    assert!(r.mismatches.is_empty(), "{r:#?}");
+    assert_eq!(
+        d.metric("dualwrite_shadow_dropped_total", "primary_session_state")
+            .await,
+        1.0
+    );
+}
