@@ -10,6 +10,8 @@
 //! - `proxy`: `dualwrite-proxy` started in-process on free ports.
 //! - `faults`: a TCP relay that cuts a connection right after the server answered a command.
 //! - `raw`: a raw wire-protocol client for malformed input.
+//! - `tsdb`: clusters and pairs with TimescaleDB preloaded (built by `scripts/setup.sh`); they
+//!   panic when it is missing.
 //! - `validator_util`: tables covering many types and in-process runs of `dualwrite-validator`.
 //!
 //! Clusters run as the `postgres` OS user when this process is root (PostgreSQL refuses root).
@@ -26,6 +28,7 @@ pub mod pair;
 pub mod pgbin;
 pub mod proxy;
 pub mod raw;
+pub mod tsdb;
 pub mod validator_util;
 
 pub use cluster::Cluster;
