@@ -573,6 +573,7 @@ mod tests {
             end: Some(e),
             is_compressed: false,
             is_default: false,
+            slices: Vec::new(),
         };
         let chunks = vec![c("a", 0, 10), c("b", 0, 10), c("c", 10, 20), c("d", 20, 30)];
         let r = time_ranges(&chunks, None, 25);

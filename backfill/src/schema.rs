@@ -561,6 +561,7 @@ mod tests {
             end: None,
             is_compressed: false,
             is_default: false,
+            slices: Vec::new(),
         };
         let series = vec![
             TimeSeriesTable {

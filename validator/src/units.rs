@@ -10,7 +10,7 @@
 use std::str::FromStr;
 
 use dualwrite_common::catalog::{
-    discover, CatalogError, Chunk, TableKind, TableSpec, TimeSeriesTable, TimeType,
+    discover, CatalogError, Chunk, DimensionSlice, TableKind, TableSpec, TimeSeriesTable, TimeType,
 };
 use dualwrite_common::ident::QualifiedName;
 
@@ -276,13 +276,36 @@ pub fn plan_table(
         });
     }
 
+    if !space_layouts_compatible(&source, &target) {
+        notes.push(format!(
+            "the source's and the target's space partitions of {} differ: compared by time range across all chunks",
+            source.table
+        ));
+        let scans = time_range_scans(&source, &target, from, until, width, estimate);
+        return Ok(TablePlan {
+            table: source,
+            target,
+            scans,
+            from,
+            until,
+            notes,
+        });
+    }
+
     let regular: Vec<&Chunk> = source.chunks.iter().filter(|c| !c.is_default).collect();
     let source_ranges: Vec<(Option<i64>, Option<i64>)> =
         regular.iter().map(|c| (c.start, c.end)).collect();
     // Ranges the target has chunks for and the source has none: read on both sides by range.
+    // With space partitioning, a target chunk is covered only by source chunks in the same
+    // space slices.
     let mut extra: Vec<(&Chunk, Option<i64>, Option<i64>)> = Vec::new();
     for t in target.chunks.iter().filter(|t| !t.is_default) {
-        for (a, b) in subtract((t.start, t.end), &source_ranges) {
+        let same_space: Vec<(Option<i64>, Option<i64>)> = regular
+            .iter()
+            .filter(|c| c.space_key() == t.space_key())
+            .map(|c| (c.start, c.end))
+            .collect();
+        for (a, b) in subtract((t.start, t.end), &same_space) {
             let (a, b) = (max_opt(a, from), min_opt(b, until));
             if !is_empty_range(a, b) {
                 extra.push((t, a, b));
@@ -335,10 +358,13 @@ pub fn plan_table(
             // Rows in ranges only the target partitions are compared in those units.
             own_cond = and(&own_cond, &format!("NOT ({})", any_of(&extra_ranges)));
         }
+        // A chunk is matched by its range in every dimension: hypertable chunks that share a
+        // time range hold different rows when the table is space partitioned.
         let matched = target.chunks.iter().find(|t| {
             t.is_default == chunk.is_default
                 && t.start == chunk.start
                 && t.end == chunk.end
+                && t.slices == chunk.slices
                 && (!chunk.is_default || same_layout)
         });
         let (target_rel, target_cond) = match matched {
@@ -357,7 +383,13 @@ pub fn plan_table(
                     and(&cond, &source.range_condition(start, end)),
                 )
             }
-            None => (target.table.clone(), source.range_condition(start, end)),
+            None => (
+                target.table.clone(),
+                and(
+                    &source.range_condition(start, end),
+                    &chunk.space_condition(),
+                ),
+            ),
         };
         if matched.is_none() && !chunk.is_default && source.kind == TableKind::Partitioned {
             notes.push(format!(
@@ -397,7 +429,7 @@ pub fn plan_table(
             label: format!("{} (target only)", t.relation.name),
             source_rel: source.table.clone(),
             target_rel: t.relation.clone(),
-            source_cond: cond.clone(),
+            source_cond: and(&cond, &t.space_condition()),
             target_cond: cond,
             start,
             end,
@@ -422,6 +454,102 @@ pub fn plan_table(
     })
 }
 
+/// Whether chunks can be matched by their space slices: every chunk of either side has slices
+/// in the same columns, and slices of one column are either the same range or disjoint (not
+/// the case when the number of hash partitions differs between the sides or changed over time).
+fn space_layouts_compatible(source: &TimeSeriesTable, target: &TimeSeriesTable) -> bool {
+    let all: Vec<&Chunk> = source.chunks.iter().chain(&target.chunks).collect();
+    let Some(first) = all.first() else {
+        return true;
+    };
+    let columns =
+        |c: &Chunk| -> Vec<String> { c.slices.iter().map(|s| s.column.clone()).collect() };
+    let want = columns(first);
+    if want.is_empty() && all.iter().all(|c| c.slices.is_empty()) {
+        return true;
+    }
+    if all.iter().any(|c| columns(c) != want) {
+        return false;
+    }
+    let mut distinct: Vec<&DimensionSlice> = all.iter().flat_map(|c| c.slices.iter()).collect();
+    distinct.sort();
+    distinct.dedup();
+    distinct
+        .iter()
+        .enumerate()
+        .all(|(i, a)| distinct[i + 1..].iter().all(|b| !a.overlaps_differently(b)))
+}
+
+/// Units by time range over the whole table on both sides: the chunks' time ranges (both
+/// sides', merged where they overlap), each read from both hypertables with a range condition.
+fn time_range_scans(
+    source: &TimeSeriesTable,
+    target: &TimeSeriesTable,
+    from: Option<i64>,
+    until: Option<i64>,
+    width: Option<i64>,
+    estimate: bool,
+) -> Vec<Scan> {
+    let lo = |v: Option<i64>| v.unwrap_or(i64::MIN);
+    let mut ranges: Vec<(Option<i64>, Option<i64>)> = source
+        .chunks
+        .iter()
+        .chain(&target.chunks)
+        .map(|c| (c.start, c.end))
+        .collect();
+    ranges.sort_by_key(|(a, _)| lo(*a));
+    let mut merged: Vec<(Option<i64>, Option<i64>)> = Vec::new();
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some((_, end)) if end.is_none_or(|e| lo(a) < e) => {
+                *end = match (*end, b) {
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                    _ => None,
+                };
+            }
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
+        .into_iter()
+        .filter_map(|(a, b)| {
+            let (start, end) = (max_opt(a, from), min_opt(b, until));
+            if is_empty_range(start, end) {
+                return None;
+            }
+            let cond = source.range_condition(start, end);
+            let bucket = match width {
+                Some(w) if !estimate => match (start, end) {
+                    (Some(a), Some(b)) if b - a <= w => None,
+                    _ => Some(w),
+                },
+                _ => None,
+            };
+            let label = match (start, end) {
+                (Some(a), Some(b)) => format!(
+                    "{} to {}",
+                    source.time_type.display(a),
+                    source.time_type.display(b)
+                ),
+                (Some(a), None) => format!("from {}", source.time_type.display(a)),
+                (None, Some(b)) => format!("before {}", source.time_type.display(b)),
+                (None, None) => source.table.name.clone(),
+            };
+            Some(Scan {
+                label,
+                source_rel: source.table.clone(),
+                target_rel: target.table.clone(),
+                source_cond: cond.clone(),
+                target_cond: cond,
+                start,
+                end,
+                bucket,
+                whole: false,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,6 +569,7 @@ mod tests {
                     end: Some(b),
                     is_compressed: false,
                     is_default: false,
+                    slices: Vec::new(),
                 })
                 .collect(),
         }
@@ -491,6 +620,7 @@ mod tests {
             end: None,
             is_compressed: false,
             is_default: true,
+            slices: Vec::new(),
         });
         let mut t = table(vec![(0, 2 * day), (2 * day, 3 * day)]);
         t.chunks.push(s.chunks[2].clone());
