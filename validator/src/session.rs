@@ -17,7 +17,7 @@ pub const CANONICAL_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO
 /// A connection or query failed; names the side and what was being done, with the SQLSTATE.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("{side}: {source}")]
+    #[error("{side}{}: {source}", if source.is_network() { " unreachable" } else { "" })]
     Connect {
         side: &'static str,
         #[source]
@@ -32,18 +32,7 @@ pub enum SessionError {
 }
 
 /// A `tokio_postgres` error as one line, with its SQLSTATE when the server sent one.
-pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!(": {d}"));
-            }
-            s
-        }
-        None => e.to_string(),
-    }
-}
+pub use dualwrite_common::connect::describe_error as describe_pg_error;
 
 /// A fixed set of connections to one server, lent out one query at a time.
 pub struct Pool {
