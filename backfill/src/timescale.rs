@@ -16,7 +16,8 @@ pub const FIRST_USER_JOB: i32 = 1000;
 /// `CREATE EXTENSION` on a fresh target, at the source's version, in `schema`.
 pub fn create_extension_sql(version: &str, schema: &str) -> String {
     format!(
-        "CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA {} VERSION {};",
+        "CREATE SCHEMA IF NOT EXISTS {};\nCREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA {} VERSION {};",
+        quote_ident(schema),
         quote_ident(schema),
         quote_literal(version)
     )
@@ -38,10 +39,11 @@ pub fn schedule_jobs_sql(schema: &str, scheduled: bool) -> String {
     )
 }
 
-/// Run after the dump: leave restoring mode and disable every user job, in one transaction.
+/// Run after the dump, in the restore's transaction: leave restoring mode and disable every
+/// user job.
 pub fn post_restore_sql(schema: &str) -> String {
     format!(
-        "BEGIN;\nSELECT {}.timescaledb_post_restore();\n{}COMMIT;\n",
+        "SELECT {}.timescaledb_post_restore();\n{}",
         quote_ident(schema),
         schedule_jobs_sql(schema, false)
     )
@@ -137,6 +139,126 @@ pub fn rewrite_extension_schema(
             }
         }
         out.push_str(&sql[pos..]);
+    }
+    (out, changed)
+}
+
+/// Relations whose owner TimescaleDB sets itself: chunks (compressed ones included), the
+/// internal hypertables behind compression and continuous aggregates, and the aggregates'
+/// partial and direct views. `ALTER ... OWNER` on them fails ("operation not supported on
+/// chunk tables"); they follow their hypertable's or aggregate's owner.
+pub const OWNER_FOLLOWS_SQL: &str = "
+    WITH internal AS (
+      SELECT h.schema_name::text AS s, h.table_name::text AS t FROM _timescaledb_catalog.hypertable h
+       WHERE h.id IN (SELECT mat_hypertable_id FROM _timescaledb_catalog.continuous_agg)
+          OR NOT EXISTS (SELECT 1 FROM timescaledb_information.hypertables v
+                          WHERE v.hypertable_schema = h.schema_name AND v.hypertable_name = h.table_name)
+    ), hyper AS (
+      SELECT format('%I.%I', h.schema_name, h.table_name)::regclass AS oid FROM _timescaledb_catalog.hypertable h
+    )
+    SELECT s, t FROM internal
+    UNION SELECT n.nspname::text, c.relname::text FROM pg_inherits i
+      JOIN hyper ON hyper.oid = i.inhparent
+      JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    UNION SELECT partial_view_schema::text, partial_view_name::text FROM _timescaledb_catalog.continuous_agg
+    UNION SELECT direct_view_schema::text, direct_view_name::text FROM _timescaledb_catalog.continuous_agg";
+
+/// The continuous aggregates (their user-facing views).
+pub const CONTINUOUS_AGGREGATES_SQL: &str =
+    "SELECT user_view_schema::text, user_view_name::text FROM _timescaledb_catalog.continuous_agg";
+
+/// Fit pg_dump's ownership statements to TimescaleDB: `ALTER VIEW <aggregate> OWNER TO` becomes
+/// `ALTER MATERIALIZED VIEW` (which also gives the aggregate's internal objects to the owner),
+/// and owner statements on the relations in `follows` are left out (TimescaleDB gives them
+/// their hypertable's or aggregate's owner). Returns the script, how many statements were left
+/// out and how many rewritten.
+pub fn fit_owner_statements(
+    script: &str,
+    caggs: &BTreeSet<(String, String)>,
+    follows: &BTreeSet<(String, String)>,
+) -> (String, usize, usize) {
+    let mut out = String::with_capacity(script.len());
+    let (mut dropped, mut rewritten) = (0, 0);
+    let mut skip_newline = false;
+    for piece in sqlscript::split(script) {
+        let mut text = piece.text;
+        if std::mem::take(&mut skip_newline) && piece.kind == PieceKind::Gap {
+            text = text.strip_prefix('\n').unwrap_or(text);
+        }
+        if piece.kind != PieceKind::Statement {
+            out.push_str(text);
+            continue;
+        }
+        let w = sqlscript::words(text);
+        let kw = |i: usize, k: &str| w.get(i).is_some_and(|t| t.is_keyword(text, k));
+        let is_ident = |i: usize| {
+            w.get(i)
+                .is_some_and(|t| matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent))
+        };
+        // ALTER TABLE|VIEW|MATERIALIZED VIEW schema.name OWNER TO role
+        let name_at = if kw(0, "ALTER") && (kw(1, "TABLE") || kw(1, "VIEW")) {
+            Some(2)
+        } else if kw(0, "ALTER") && kw(1, "MATERIALIZED") && kw(2, "VIEW") {
+            Some(3)
+        } else {
+            None
+        };
+        let target = name_at.filter(|&i| {
+            is_ident(i)
+                && w.get(i + 1).is_some_and(|t| t.is_punct(text, '.'))
+                && is_ident(i + 2)
+                && kw(i + 3, "OWNER")
+                && kw(i + 4, "TO")
+        });
+        let Some(i) = target else {
+            out.push_str(text);
+            continue;
+        };
+        let name = (
+            sqlscript::ident_value(text, &w[i]),
+            sqlscript::ident_value(text, &w[i + 2]),
+        );
+        if follows.contains(&name) {
+            dropped += 1;
+            skip_newline = true;
+            continue;
+        }
+        if caggs.contains(&name) && kw(1, "VIEW") {
+            out.push_str(&text[..w[1].start]);
+            out.push_str("MATERIALIZED VIEW");
+            out.push_str(&text[w[1].end..]);
+            rewritten += 1;
+            continue;
+        }
+        out.push_str(text);
+    }
+    (out, dropped, rewritten)
+}
+
+/// Make the dump's `CREATE SCHEMA <schema>` tolerate the schema existing: the extension is
+/// created in it before the dump runs (`timescaledb_pre_restore()` needs the extension).
+/// Returns the script and whether it changed.
+pub fn tolerate_existing_schema(script: &str, schema: &str) -> (String, bool) {
+    let mut out = String::with_capacity(script.len());
+    let mut changed = false;
+    for piece in sqlscript::split(script) {
+        let text = piece.text;
+        if piece.kind == PieceKind::Statement {
+            let w = sqlscript::words(text);
+            let kw = |i: usize, k: &str| w.get(i).is_some_and(|t| t.is_keyword(text, k));
+            let named = w.get(2).is_some_and(|t| {
+                matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent)
+                    && sqlscript::ident_value(text, t) == schema
+            });
+            if kw(0, "CREATE") && kw(1, "SCHEMA") && named {
+                out.push_str(&text[..w[1].end]);
+                out.push_str(" IF NOT EXISTS");
+                out.push_str(&text[w[1].end..]);
+                changed = true;
+                continue;
+            }
+        }
+        out.push_str(text);
     }
     (out, changed)
 }
@@ -311,7 +433,7 @@ mod tests {
     fn restore_and_job_sql() {
         assert_eq!(
             create_extension_sql("2.29.2", "public"),
-            "CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA \"public\" VERSION '2.29.2';"
+            "CREATE SCHEMA IF NOT EXISTS \"public\";\nCREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA \"public\" VERSION '2.29.2';"
         );
         assert_eq!(
             pre_restore_sql("public"),
@@ -319,9 +441,8 @@ mod tests {
         );
         assert_eq!(
             post_restore_sql("public"),
-            "BEGIN;\nSELECT \"public\".timescaledb_post_restore();\n\
-             SELECT \"public\".alter_job(id::integer, scheduled => false) FROM _timescaledb_config.bgw_job WHERE id >= 1000 ORDER BY id;\n\
-             COMMIT;\n"
+            "SELECT \"public\".timescaledb_post_restore();\n\
+             SELECT \"public\".alter_job(id::integer, scheduled => false) FROM _timescaledb_config.bgw_job WHERE id >= 1000 ORDER BY id;\n"
         );
         assert_eq!(
             schedule_jobs_sql("ts", true),
@@ -364,6 +485,46 @@ mod tests {
             CREATE VIEW \"public\".\"v\" AS SELECT \"public\".\"time_bucket\"('1 day'::interval, \"at\") FROM \"tsdb\".\"mine\";\n\
             COMMENT ON VIEW \"public\".\"v\" IS 'uses \"tsdb\".\"time_bucket\"';\n\
             COPY \"public\".\"t\" (\"a\") FROM stdin;\n\"tsdb\".\"time_bucket\"\n\\.\n"
+        );
+    }
+
+    #[test]
+    fn existing_extension_schema() {
+        let dump = "CREATE SCHEMA \"ext\";\nCREATE SCHEMA \"app\";\nCOMMENT ON SCHEMA \"ext\" IS 'CREATE SCHEMA \"ext\"';\n";
+        let (out, changed) = tolerate_existing_schema(dump, "ext");
+        assert!(changed);
+        assert_eq!(
+            out,
+            "CREATE SCHEMA IF NOT EXISTS \"ext\";\nCREATE SCHEMA \"app\";\nCOMMENT ON SCHEMA \"ext\" IS 'CREATE SCHEMA \"ext\"';\n"
+        );
+    }
+
+    #[test]
+    fn fits_owner_statements() {
+        let pair = |s: &str, t: &str| (s.to_string(), t.to_string());
+        let caggs: BTreeSet<_> = [pair("app", "hourly")].into_iter().collect();
+        let follows: BTreeSet<_> = [
+            pair("_timescaledb_internal", "_hyper_1_1_chunk"),
+            pair("_timescaledb_internal", "_partial_view_2"),
+        ]
+        .into_iter()
+        .collect();
+        let script = "-- header\n\
+            ALTER TABLE \"app\".\"m\" OWNER TO \"own\";\n\
+            ALTER TABLE \"_timescaledb_internal\".\"_hyper_1_1_chunk\" OWNER TO \"own\";\n\
+            ALTER VIEW \"_timescaledb_internal\".\"_partial_view_2\" OWNER TO \"own\";\n\
+            ALTER VIEW \"app\".\"hourly\" OWNER TO \"own\";\n\
+            ALTER VIEW \"app\".\"plain\" OWNER TO \"own\";\n\
+            GRANT SELECT ON TABLE \"_timescaledb_internal\".\"_hyper_1_1_chunk\" TO \"r\";\n";
+        let (out, dropped, rewritten) = fit_owner_statements(script, &caggs, &follows);
+        assert_eq!((dropped, rewritten), (2, 1));
+        assert_eq!(
+            out,
+            "-- header\n\
+            ALTER TABLE \"app\".\"m\" OWNER TO \"own\";\n\
+            ALTER MATERIALIZED VIEW \"app\".\"hourly\" OWNER TO \"own\";\n\
+            ALTER VIEW \"app\".\"plain\" OWNER TO \"own\";\n\
+            GRANT SELECT ON TABLE \"_timescaledb_internal\".\"_hyper_1_1_chunk\" TO \"r\";\n"
         );
     }
 
