@@ -215,6 +215,18 @@ pub struct JobsArgs {
     /// End of the refresh window (default: the latest --until of the stored backfill plans).
     #[arg(long, value_name = "T")]
     pub until: Option<String>,
+    /// Source database URL: take each job's scheduled state and next start from the source as
+    /// they are now (default: as `schema` recorded them on the target).
+    #[arg(long, env = "DUALWRITE_SOURCE_URL", hide_env_values = true)]
+    pub source: Option<String>,
+    /// Jobs due now (their next start passed) start this far apart, not all at once.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub stagger: std::time::Duration,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration (e.g. 10s, 1min): {e}"))
 }
 
 fn parse_table(s: &str) -> Result<QualifiedName, String> {

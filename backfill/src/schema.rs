@@ -175,7 +175,15 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
             let pre = workdir.join("pre_restore.sql");
             let post = workdir.join("post_restore.sql");
             write(&pre, &pre_sql)?;
-            write(&post, &timescale::post_restore_sql(&ts.target_schema))?;
+            let source_jobs = source_jobs(&source).await?;
+            write(
+                &post,
+                &format!(
+                    "{}{}",
+                    timescale::record_source_jobs_sql(&source_jobs),
+                    timescale::post_restore_sql(&ts.target_schema)
+                ),
+            )?;
             let restored = pgtools::restore(
                 &tools,
                 &target_url,
@@ -559,6 +567,22 @@ async fn fit_timescale_owners(source: &Client, script: &str) -> crate::Result<St
         );
     }
     Ok(script)
+}
+
+/// The source's user jobs and their schedules, recorded on the target for `jobs enable`.
+pub async fn source_jobs(source: &Client) -> crate::Result<Vec<timescale::SourceJob>> {
+    let rows = source
+        .query(timescale::SOURCE_JOBS_SQL, &[])
+        .await
+        .map_err(PgError::query(Side::Source))?;
+    Ok(rows
+        .iter()
+        .map(|r| timescale::SourceJob {
+            id: r.get(0),
+            scheduled: r.get(1),
+            next_start: r.get(2),
+        })
+        .collect())
 }
 
 fn make_workdir(dir: Option<&Path>) -> crate::Result<PathBuf> {

@@ -49,6 +49,106 @@ pub fn post_restore_sql(schema: &str) -> String {
     )
 }
 
+/// A job's schedule on the source: whether it is scheduled, and its next start (UTC text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceJob {
+    pub id: i32,
+    pub scheduled: bool,
+    pub next_start: Option<String>,
+}
+
+/// The source's jobs (id >= 1000) with their schedule, as `SourceJob` rows.
+pub const SOURCE_JOBS_SQL: &str = "SELECT job_id, scheduled, next_start::text
+    FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY job_id";
+
+/// Where `schema` records the source's job schedules on the target, for `jobs enable`.
+pub const RECORDED_JOBS_TABLE: &str = "_dualwrite_backfill.source_job";
+
+/// Record the source's job schedules on the target (the dump does not carry next_start, and
+/// post_restore's disabling hides which jobs were paused).
+pub fn record_source_jobs_sql(jobs: &[SourceJob]) -> String {
+    let mut sql = format!(
+        "CREATE SCHEMA IF NOT EXISTS _dualwrite_backfill;\n\
+         CREATE TABLE IF NOT EXISTS {RECORDED_JOBS_TABLE} (job_id integer PRIMARY KEY, scheduled boolean NOT NULL, next_start timestamptz, recorded_at timestamptz NOT NULL DEFAULT now());\n\
+         DELETE FROM {RECORDED_JOBS_TABLE};\n"
+    );
+    if !jobs.is_empty() {
+        let values: Vec<String> = jobs
+            .iter()
+            .map(|j| {
+                format!(
+                    "({}, {}, {})",
+                    j.id,
+                    j.scheduled,
+                    j.next_start
+                        .as_deref()
+                        .map(|t| format!("{}::timestamptz", quote_literal(t)))
+                        .unwrap_or_else(|| "NULL".into())
+                )
+            })
+            .collect();
+        sql.push_str(&format!(
+            "INSERT INTO {RECORDED_JOBS_TABLE} (job_id, scheduled, next_start) VALUES {};\n",
+            values.join(", ")
+        ));
+    }
+    sql
+}
+
+/// `alter_job` turning one job on or off, with its next start when given (a timestamptz
+/// literal).
+pub fn schedule_job_sql(
+    schema: &str,
+    id: i32,
+    scheduled: bool,
+    next_start: Option<&str>,
+) -> String {
+    match next_start {
+        Some(t) => format!(
+            "SELECT {}.alter_job({id}, scheduled => {scheduled}, next_start => {t});",
+            quote_ident(schema)
+        ),
+        None => format!(
+            "SELECT {}.alter_job({id}, scheduled => {scheduled});",
+            quote_ident(schema)
+        ),
+    }
+}
+
+/// Continuous aggregates in refresh order: an aggregate built on another one comes after it.
+/// Each item is (name, its materialized hypertable id, the hypertable id it reads from).
+pub fn refresh_order<T: Clone>(caggs: &[(T, i32, i32)]) -> Vec<T> {
+    let mut done: Vec<bool> = vec![false; caggs.len()];
+    let mut out = Vec::with_capacity(caggs.len());
+    while out.len() < caggs.len() {
+        let before = out.len();
+        for i in 0..caggs.len() {
+            if done[i] {
+                continue;
+            }
+            let (_, _, raw) = &caggs[i];
+            let waits = caggs
+                .iter()
+                .enumerate()
+                .any(|(j, (_, mat, _))| !done[j] && j != i && mat == raw);
+            if !waits {
+                done[i] = true;
+                out.push(caggs[i].0.clone());
+            }
+        }
+        if out.len() == before {
+            // A cycle cannot happen in TimescaleDB; keep the rest in the given order.
+            for i in 0..caggs.len() {
+                if !done[i] {
+                    done[i] = true;
+                    out.push(caggs[i].0.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Run one job now (outside a transaction block).
 pub fn run_job_sql(schema: &str, job_id: i32) -> String {
     format!("CALL {}.run_job({job_id});", quote_ident(schema))
@@ -485,6 +585,45 @@ mod tests {
             CREATE VIEW \"public\".\"v\" AS SELECT \"public\".\"time_bucket\"('1 day'::interval, \"at\") FROM \"tsdb\".\"mine\";\n\
             COMMENT ON VIEW \"public\".\"v\" IS 'uses \"tsdb\".\"time_bucket\"';\n\
             COPY \"public\".\"t\" (\"a\") FROM stdin;\n\"tsdb\".\"time_bucket\"\n\\.\n"
+        );
+    }
+
+    #[test]
+    fn stacked_aggregates_refresh_after_what_they_read() {
+        // daily (mat 3) reads hourly (mat 2), which reads the hypertable 1; weekly reads daily.
+        let caggs = vec![
+            ("daily", 3, 2),
+            ("hourly", 2, 1),
+            ("weekly", 4, 3),
+            ("other", 5, 1),
+        ];
+        assert_eq!(
+            refresh_order(&caggs),
+            vec!["hourly", "other", "daily", "weekly"]
+        );
+        assert!(refresh_order::<&str>(&[]).is_empty());
+    }
+
+    #[test]
+    fn records_source_jobs() {
+        let sql = record_source_jobs_sql(&[
+            SourceJob {
+                id: 1000,
+                scheduled: true,
+                next_start: Some("2026-12-04 07:00:00+00".into()),
+            },
+            SourceJob {
+                id: 1001,
+                scheduled: false,
+                next_start: None,
+            },
+        ]);
+        assert!(sql.ends_with(
+            "VALUES (1000, true, '2026-12-04 07:00:00+00'::timestamptz), (1001, false, NULL);\n"
+        ));
+        assert_eq!(
+            schedule_job_sql("ext", 1000, true, Some("'x'::timestamptz")),
+            "SELECT \"ext\".alter_job(1000, scheduled => true, next_start => 'x'::timestamptz);"
         );
     }
 
