@@ -615,6 +615,69 @@ async fn hypertable_chunks(
     Ok(chunks)
 }
 
+/// A compressed chunk's rows and table bytes (heap and TOAST) as they were before compression.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PreCompression {
+    pub rows: i64,
+    pub bytes: i64,
+}
+
+/// The catalog's sizes of compressed chunks as they were before compression
+/// (`compression_chunk_size`), by chunk: a compressed chunk's own statistics count only its
+/// uncompressed part (0 right after compression). Empty without TimescaleDB.
+pub async fn compressed_row_counts(
+    client: &Client,
+) -> Result<std::collections::HashMap<QualifiedName, PreCompression>, tokio_postgres::Error> {
+    let has_tsdb = client
+        .query_opt(
+            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'",
+            &[],
+        )
+        .await?
+        .is_some();
+    if !has_tsdb {
+        return Ok(Default::default());
+    }
+    let chunk_has_relid = client
+        .query_opt(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = '_timescaledb_catalog.chunk'::regclass
+               AND attname = 'relid' AND NOT attisdropped",
+            &[],
+        )
+        .await?
+        .is_some();
+    let chunk_rel = if chunk_has_relid {
+        "JOIN pg_class cl ON cl.oid = ch.relid JOIN pg_namespace n ON n.oid = cl.relnamespace"
+    } else {
+        "JOIN pg_namespace n ON n.nspname = ch.schema_name
+         JOIN pg_class cl ON cl.relnamespace = n.oid AND cl.relname = ch.table_name"
+    };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, cl.relname::text, coalesce(s.numrows_pre_compression, 0),
+                        s.uncompressed_heap_size + s.uncompressed_toast_size
+                 FROM _timescaledb_catalog.compression_chunk_size s
+                 JOIN _timescaledb_catalog.chunk ch ON ch.id = s.chunk_id
+                 {chunk_rel}"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+                PreCompression {
+                    rows: r.get(2),
+                    bytes: r.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
 /// Each chunk's slices in the hypertable's dimensions other than `time_column`. TimescaleDB
 /// 2.x before 2.22 links slices to chunks through `chunk_constraint`; later versions store the
 /// chunk in the slice.
