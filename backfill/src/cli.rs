@@ -29,8 +29,28 @@ pub enum Command {
     Clean(CleanArgs),
     /// Load CSV files into a target table in parallel, idempotent batches.
     Csv(CsvArgs),
+    /// After copy: compress on the target exactly the TimescaleDB chunks compressed on the source.
+    Compress(CompressArgs),
     /// Enable or disable TimescaleDB background jobs on the target (runbook step 7).
     Jobs(JobsArgs),
+}
+
+/// `compress`.
+#[derive(Debug, Args, Clone)]
+pub struct CompressArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// Only these hypertables (default: every hypertable).
+    #[arg(long = "table", value_name = "SCHEMA.TABLE")]
+    pub tables: Vec<TableSpec>,
+    /// Wait this long between chunks, to leave the target room for its live load.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub pause: std::time::Duration,
+    /// Print what would be compressed, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Source database URL.

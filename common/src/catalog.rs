@@ -615,6 +615,88 @@ async fn hypertable_chunks(
     Ok(chunks)
 }
 
+/// How much of a TimescaleDB chunk is compressed (from `_timescaledb_catalog.chunk.status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Not compressed.
+    None,
+    /// Compressed, with rows added since in its uncompressed part (or unordered): what a
+    /// backfill into a chunk flagged compressed leaves. `compress_chunk` finishes it.
+    Partial,
+    /// Compressed entirely.
+    Full,
+}
+
+impl Compression {
+    /// From the chunk status bits: 1 compressed, 2 unordered, 8 partial.
+    pub fn from_status(status: i32) -> Compression {
+        if status & 1 == 0 {
+            Compression::None
+        } else if status & (2 | 8) != 0 {
+            Compression::Partial
+        } else {
+            Compression::Full
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Compression::None => "uncompressed",
+            Compression::Partial => "partially compressed",
+            Compression::Full => "compressed",
+        }
+    }
+}
+
+/// Every chunk's compression state, by chunk (compressed chunks' internal tables excluded).
+/// Empty without TimescaleDB.
+pub async fn chunk_compression(
+    client: &Client,
+) -> Result<std::collections::HashMap<QualifiedName, Compression>, tokio_postgres::Error> {
+    let has_tsdb = client
+        .query_opt(
+            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'",
+            &[],
+        )
+        .await?
+        .is_some();
+    if !has_tsdb {
+        return Ok(Default::default());
+    }
+    let chunk_has_relid = client
+        .query_opt(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = '_timescaledb_catalog.chunk'::regclass
+               AND attname = 'relid' AND NOT attisdropped",
+            &[],
+        )
+        .await?
+        .is_some();
+    let chunk_rel = if chunk_has_relid {
+        "JOIN pg_class cl ON cl.oid = ch.relid JOIN pg_namespace n ON n.oid = cl.relnamespace"
+    } else {
+        "JOIN pg_namespace n ON n.nspname = ch.schema_name
+         JOIN pg_class cl ON cl.relnamespace = n.oid AND cl.relname = ch.table_name"
+    };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, cl.relname::text, ch.status FROM _timescaledb_catalog.chunk ch {chunk_rel}"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+                Compression::from_status(r.get(2)),
+            )
+        })
+        .collect())
+}
+
 /// A compressed chunk's rows and table bytes (heap and TOAST) as they were before compression.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PreCompression {

@@ -100,6 +100,8 @@ pub fn units_of(plan: &TablePlan, scan: &Scan, pairings: &[Pairing]) -> Vec<Unit
                 target_digest: (!p.target.digest.is_empty()).then(|| p.target.digest.clone()),
                 rows: Vec::new(),
                 rows_truncated: false,
+                source_compression: scan.source_compression,
+                target_compression: scan.target_compression,
             }
         })
         .collect()

@@ -10,7 +10,8 @@
 use std::str::FromStr;
 
 use dualwrite_common::catalog::{
-    discover, CatalogError, Chunk, DimensionSlice, TableKind, TableSpec, TimeSeriesTable, TimeType,
+    chunk_compression, discover, CatalogError, Chunk, Compression, DimensionSlice, TableKind,
+    TableSpec, TimeSeriesTable, TimeType,
 };
 use dualwrite_common::ident::QualifiedName;
 
@@ -114,6 +115,10 @@ pub struct Scan {
     pub bucket: Option<i64>,
     /// Whether each side's relation is read whole (no condition): estimates are possible.
     pub whole: bool,
+    /// TimescaleDB: the source chunk's compression state (`None` when not a chunk).
+    pub source_compression: Option<Compression>,
+    /// TimescaleDB: the target chunk's compression state.
+    pub target_compression: Option<Compression>,
 }
 
 /// What is compared for one table.
@@ -187,11 +192,31 @@ pub async fn plan(
         let client = sides.target.pool.get().await;
         discover(&client, &specs).await.map_err(PlanError::Target)?
     };
-    source_tables
+    let mut plans: Vec<TablePlan> = source_tables
         .into_iter()
         .zip(target_tables)
         .map(|(s, t)| plan_table(s, t, sel, estimate))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // Each chunk's compression state, reported per unit.
+    if plans.iter().any(|p| p.table.kind == TableKind::Hypertable) {
+        let on_source = {
+            let client = sides.source.pool.get().await;
+            chunk_compression(&client)
+                .await
+                .map_err(|e| PlanError::Source(CatalogError::Query(e)))?
+        };
+        let on_target = {
+            let client = sides.target.pool.get().await;
+            chunk_compression(&client)
+                .await
+                .map_err(|e| PlanError::Target(CatalogError::Query(e)))?
+        };
+        for scan in plans.iter_mut().flat_map(|p| p.scans.iter_mut()) {
+            scan.source_compression = on_source.get(&scan.source_rel).copied();
+            scan.target_compression = on_target.get(&scan.target_rel).copied();
+        }
+    }
+    Ok(plans)
 }
 
 fn bound(
@@ -265,6 +290,8 @@ pub fn plan_table(
             end: if estimate { None } else { until },
             bucket,
             whole: cond == "true",
+            source_compression: None,
+            target_compression: None,
         });
         return Ok(TablePlan {
             table: source,
@@ -415,6 +442,8 @@ pub fn plan_table(
             start,
             end,
             bucket,
+            source_compression: None,
+            target_compression: None,
         });
     }
     // Target chunks (or their parts) the source has no chunk for: rows there are extra on the
@@ -435,6 +464,8 @@ pub fn plan_table(
             end,
             bucket: if estimate { None } else { width },
             whole: false,
+            source_compression: None,
+            target_compression: None,
         });
     }
     if estimate && (from.is_some() || until.is_some()) && scans.iter().any(|s| !s.whole) {
@@ -545,6 +576,8 @@ fn time_range_scans(
                 end,
                 bucket,
                 whole: false,
+                source_compression: None,
+                target_compression: None,
             })
         })
         .collect()

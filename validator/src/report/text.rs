@@ -18,6 +18,67 @@ fn value(v: &Option<String>) -> String {
     }
 }
 
+/// TimescaleDB chunks: how many are compressed on each side, and those whose state differs.
+fn compression_line(t: &TableReport) -> Option<String> {
+    use dualwrite_common::catalog::Compression;
+    let chunks: Vec<&UnitReport> = t
+        .units
+        .iter()
+        .filter(|u| u.source_compression.is_some() || u.target_compression.is_some())
+        .collect();
+    if chunks.is_empty() {
+        return None;
+    }
+    let count = |f: &dyn Fn(&UnitReport) -> Option<Compression>, c: Compression| {
+        chunks.iter().filter(|u| f(u) == Some(c)).count()
+    };
+    let differ: Vec<String> = chunks
+        .iter()
+        .filter(|u| {
+            // Compressed on the source (even with rows added since): fully on the target.
+            let want = u.source_compression.unwrap_or(Compression::None) != Compression::None;
+            let have = u.target_compression.unwrap_or(Compression::None);
+            if want {
+                have != Compression::Full
+            } else {
+                have != Compression::None
+            }
+        })
+        .map(|u| {
+            format!(
+                "{} ({} -> {})",
+                u.label,
+                u.source_compression.unwrap_or(Compression::None).word(),
+                u.target_compression.unwrap_or(Compression::None).word()
+            )
+        })
+        .collect();
+    let mut line = format!(
+        "  compression: source {} of {} chunks compressed; target {} compressed, {} partially",
+        count(&|u| u.source_compression, Compression::Full)
+            + count(&|u| u.source_compression, Compression::Partial),
+        chunks.len(),
+        count(&|u| u.target_compression, Compression::Full),
+        count(&|u| u.target_compression, Compression::Partial),
+    );
+    if differ.is_empty() {
+        line.push_str("; every chunk as on the source");
+    } else {
+        line.push_str(&format!(
+            "; {} differ ({}{}; `dualwrite-backfill compress` fixes them)",
+            differ.len(),
+            differ
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if differ.len() > 5 { ", ..." } else { "" }
+        ));
+    }
+    Some(line)
+}
+
 fn row_line(t: &TableReport, r: &RowDiff) -> String {
     let key = t
         .key_columns
@@ -107,6 +168,9 @@ pub fn render(report: &Report) -> String {
         );
         for n in &t.notes {
             let _ = writeln!(out, "  note: {n}");
+        }
+        if let Some(line) = compression_line(t) {
+            let _ = writeln!(out, "{line}");
         }
         if let Some(s) = &t.suggestion {
             match &s.candidate {
@@ -319,6 +383,8 @@ pub(crate) mod tests {
             target_digest: None,
             rows: Vec::new(),
             rows_truncated: false,
+            source_compression: None,
+            target_compression: None,
         };
         let mut bad = unit("m_1", 3, 2, Status::Differ);
         let v = |x: &str| Some(x.to_string());
