@@ -117,6 +117,11 @@ impl PgBin {
     /// else the PostgreSQL 18 in `/opt/pg18` that `scripts/setup.sh` builds it into. Panics,
     /// saying how to install it, when it is missing (tests never skip).
     pub fn timescaledb_required() -> PgBin {
+        PgBin::timescaledb().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`PgBin::timescaledb_required`], with the reason as an error instead of a panic.
+    pub fn timescaledb() -> Result<PgBin, String> {
         let dir = std::env::var("TIMESCALEDB_PG_BIN")
             .ok()
             .filter(|d| !d.is_empty())
@@ -129,14 +134,15 @@ impl PgBin {
         let lib = install
             .join("lib")
             .join(format!("timescaledb-{TIMESCALEDB_VERSION}.so"));
-        assert!(
-            bin.join("initdb").exists() && sql.exists() && lib.exists(),
-            "TimescaleDB {TIMESCALEDB_VERSION} is not installed in the PostgreSQL at {dir} \
-             (looked for {} and {}): run scripts/setup.sh, which builds it from \
-             ../shared/vendor/timescaledb-{TIMESCALEDB_VERSION}.tar.gz, or set TIMESCALEDB_PG_BIN",
-            sql.display(),
-            lib.display()
-        );
-        PgBin::at(bin)
+        if !(bin.join("initdb").exists() && sql.exists() && lib.exists()) {
+            return Err(format!(
+                "TimescaleDB {TIMESCALEDB_VERSION} is not installed in the PostgreSQL at {dir} \
+                 (looked for {} and {}): run scripts/setup.sh, which builds it from \
+                 ../shared/vendor/timescaledb-{TIMESCALEDB_VERSION}.tar.gz, or set TIMESCALEDB_PG_BIN",
+                sql.display(),
+                lib.display()
+            ));
+        }
+        Ok(PgBin::at(bin))
     }
 }
