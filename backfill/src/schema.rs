@@ -2,7 +2,7 @@
 //!
 //! Checks first and writes nothing when the target doesn't fit. Then: dump (roles, schema with
 //! the relational tables' data, grants) into the workdir with the newest `pg_dump`; restore with
-//! `psql` (`ON_ERROR_STOP`, one transaction where TimescaleDB allows it); re-apply grants with
+//! `psql` (`ON_ERROR_STOP`, one transaction, TimescaleDB's pre/post restore included); re-apply grants with
 //! `--privileges`. The time-series tables' data is left out of the dump: `copy` backfills it.
 
 use std::collections::BTreeSet;
@@ -136,7 +136,7 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
         for c in &clean.changes {
             println!("  - {c}");
         }
-        pgtools::restore(&tools, &target_url, &workdir, "roles", &[&path], true).await?;
+        pgtools::restore(&tools, &target_url, &workdir, "roles", &[&path]).await?;
         println!("roles: restored");
     }
 
@@ -158,7 +158,7 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
     // 4. Schema and relational data.
     match &tsdb {
         None => {
-            pgtools::restore(&tools, &target_url, &workdir, "schema", &[&dump], true).await?;
+            pgtools::restore(&tools, &target_url, &workdir, "schema", &[&dump]).await?;
         }
         Some(ts) => {
             // One transaction from CREATE EXTENSION to post_restore: a failure anywhere rolls
@@ -190,7 +190,6 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
                 &workdir,
                 "schema",
                 &[&pre, &dump, &post],
-                true,
             )
             .await;
             if let Err(e) = restored {
