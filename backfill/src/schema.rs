@@ -487,11 +487,11 @@ async fn edit_timescale_dump(
         script = edited;
         moved = Some((ts.source_schema.clone(), ts.target_schema.clone(), members));
     }
-    if t.timescaledb.is_none() {
-        let (edited, changed) = timescale::tolerate_existing_schema(&script, &ts.target_schema);
-        if changed {
-            script = edited;
-        }
+    // The extension's schema exists before the dump runs: created with the extension, or
+    // already there with an extension installed beforehand.
+    let (edited, changed) = timescale::tolerate_existing_schema(&script, &ts.target_schema);
+    if changed {
+        script = edited;
     }
     // Extensions that exist on the target owned by another role (a managed service's): their
     // COMMENT ON EXTENSION would stop the restore.

@@ -108,3 +108,34 @@ fn a_failed_restore_leaves_the_target_as_it_was() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(pair.target.timescaledb_version(&pair.db), "2.29.2");
 }
+
+#[test]
+fn an_extension_installed_beforehand_in_the_sources_schema_is_used() {
+    let pair = Pair::start_runbook_layout();
+    // As an operator (or a managed service) prepares a target: the extension already there.
+    pair.target.psql(
+        &pair.db,
+        "CREATE SCHEMA ext; CREATE EXTENSION timescaledb WITH SCHEMA ext VERSION '2.29.2'",
+    );
+    let workdir = tempfile::tempdir().unwrap();
+    let wd = workdir.path().join("wd");
+    let (code, out, err) = schema(
+        &pair.source_url(),
+        &pair.target_url(),
+        wd.to_str().unwrap(),
+        &["--roles", "--privileges"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        pair.target.psql(
+            &pair.db,
+            "SELECT count(*) FROM timescaledb_information.continuous_aggregates"
+        ),
+        "2"
+    );
+    let chunks = "SELECT count(*) || ' ' || count(*) FILTER (WHERE is_compressed) FROM timescaledb_information.chunks WHERE hypertable_name = 'metrics'";
+    assert_eq!(
+        pair.target.psql(&pair.db, chunks),
+        pair.source.psql(&pair.db, chunks)
+    );
+}
