@@ -678,6 +678,70 @@ mod tests {
         );
     }
 
+    /// A hypertable with one day in `n` hash slices; chunk names given in order.
+    fn hashed(n: i64, names: &[&str]) -> TimeSeriesTable {
+        let day = DEFAULT_PLAIN_BUCKET_MICROS;
+        let width = i64::from(i32::MAX) / n;
+        let mut t = table(vec![(0, day); n as usize]);
+        t.kind = TableKind::Hypertable;
+        for (i, c) in t.chunks.iter_mut().enumerate() {
+            let i = i as i64;
+            c.relation.name = names[i as usize].to_string();
+            c.slices = vec![DimensionSlice {
+                column: "device".into(),
+                value_expr: "h(device)".into(),
+                start: (i > 0).then_some(i * width),
+                end: (i < n - 1).then_some((i + 1) * width),
+            }];
+        }
+        t
+    }
+
+    #[test]
+    fn space_partitioned_chunks_match_by_every_dimension() {
+        let s = hashed(2, &["s_a", "s_b"]);
+        let mut t = hashed(2, &["t_a", "t_b"]);
+        t.chunks.reverse();
+        let p = plan_table(s, t, &Selection::default(), false).unwrap();
+        let pairs: Vec<(&str, &str)> = p
+            .scans
+            .iter()
+            .map(|s| (s.source_rel.name.as_str(), s.target_rel.name.as_str()))
+            .collect();
+        assert_eq!(pairs, vec![("s_a", "t_a"), ("s_b", "t_b")]);
+        assert!(p.scans.iter().all(|s| s.whole));
+
+        // A missing target chunk is read from the hypertable by time range and slice.
+        let s = hashed(2, &["s_a", "s_b"]);
+        let mut t = hashed(2, &["t_a", "t_b"]);
+        t.chunks.remove(1);
+        let p = plan_table(s, t, &Selection::default(), false).unwrap();
+        assert_eq!(p.scans[1].target_rel.name, "m");
+        assert!(
+            p.scans[1].target_cond.contains("h(device) >= "),
+            "{}",
+            p.scans[1].target_cond
+        );
+
+        // Two hash partitions against three: by time range over whole tables.
+        let p = plan_table(
+            hashed(2, &["s_a", "s_b"]),
+            hashed(3, &["t_a", "t_b", "t_c"]),
+            &Selection::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(p.scans.len(), 1);
+        assert_eq!(
+            (
+                p.scans[0].source_rel.name.as_str(),
+                p.scans[0].target_rel.name.as_str()
+            ),
+            ("m", "m")
+        );
+        assert!(p.notes[0].contains("space partitions"), "{:?}", p.notes);
+    }
+
     #[test]
     fn fine_buckets_group_chunks() {
         let day = DEFAULT_PLAIN_BUCKET_MICROS;
