@@ -109,4 +109,8 @@ async fn compress_matches_the_sources_compressed_chunks() {
                 .unwrap();
         assert!(text.contains("every chunk as on the source"), "{text}");
     }
+    // Estimates call TimescaleDB's functions in its schema (`ext`, not on the search path).
+    let r = run_on(&pair, "counts", &["--estimate"]).await.unwrap();
+    assert_eq!(r.summary.status, Status::Equal, "{r:#?}");
+    assert!(r.summary.source_rows > 0, "{r:#?}");
 }

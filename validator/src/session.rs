@@ -95,6 +95,8 @@ pub struct Side {
     pub version_num: i32,
     /// The TimescaleDB version, when installed.
     pub timescaledb: Option<String>,
+    /// The schema TimescaleDB is installed in (`public`, `ext`, ...), when installed.
+    pub timescaledb_schema: Option<String>,
     /// Its connections.
     pub pool: Pool,
 }
@@ -136,11 +138,25 @@ impl Side {
                 what: "looking for TimescaleDB".into(),
                 detail: e.to_string(),
             })?;
+        let timescaledb_schema: Option<String> = first
+            .query_opt(
+                "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                  WHERE e.extname = 'timescaledb'",
+                &[],
+            )
+            .await
+            .map_err(|e| SessionError::Query {
+                side: name,
+                what: "looking for TimescaleDB's schema".into(),
+                detail: describe_pg_error(&e),
+            })?
+            .map(|r| r.get(0));
         Ok(Side {
             name,
             display: url.to_string(),
             version_num,
             timescaledb,
+            timescaledb_schema,
             pool: Pool {
                 permits: Semaphore::new(clients.len()),
                 clients: Mutex::new(clients),
