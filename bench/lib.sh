@@ -9,7 +9,8 @@ if [ "$(id -u)" = 0 ]; then chown postgres: "$BENCH_TMP"; fi
 
 pg_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# pg_start NAME PORT [BIN]: initdb + start; superuser postgres/postgres over scram on 127.0.0.1.
+# pg_start NAME PORT [BIN]: initdb + start; superuser postgres/postgres over scram on 127.0.0.1;
+# PG_EXTRA_CONF holds extra postgresql.conf lines (e.g. shared_preload_libraries).
 pg_start() {
   local name=$1 port=$2 bin=${3:-$PG_BIN} dir=$BENCH_TMP/$1
   as_pg mkdir -p "$dir"
@@ -26,6 +27,7 @@ full_page_writes = off
 max_connections = 200
 shared_buffers = 256MB
 max_wal_size = 8GB
+${PG_EXTRA_CONF:-}
 CONF
   as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w start >/dev/null
 }

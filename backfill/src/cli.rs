@@ -29,8 +29,28 @@ pub enum Command {
     Clean(CleanArgs),
     /// Load CSV files into a target table in parallel, idempotent batches.
     Csv(CsvArgs),
+    /// After copy: compress on the target exactly the TimescaleDB chunks compressed on the source.
+    Compress(CompressArgs),
     /// Enable or disable TimescaleDB background jobs on the target (runbook step 7).
     Jobs(JobsArgs),
+}
+
+/// `compress`.
+#[derive(Debug, Args, Clone)]
+pub struct CompressArgs {
+    #[command(flatten)]
+    pub source: SourceArg,
+    #[command(flatten)]
+    pub target: TargetArg,
+    /// Only these hypertables (default: every hypertable).
+    #[arg(long = "table", value_name = "SCHEMA.TABLE")]
+    pub tables: Vec<TableSpec>,
+    /// Wait this long between chunks, to leave the target room for its live load.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub pause: std::time::Duration,
+    /// Print what would be compressed, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Source database URL.
@@ -215,6 +235,18 @@ pub struct JobsArgs {
     /// End of the refresh window (default: the latest --until of the stored backfill plans).
     #[arg(long, value_name = "T")]
     pub until: Option<String>,
+    /// Source database URL: take each job's scheduled state and next start from the source as
+    /// they are now (default: as `schema` recorded them on the target).
+    #[arg(long, env = "DUALWRITE_SOURCE_URL", hide_env_values = true)]
+    pub source: Option<String>,
+    /// Jobs due now (their next start passed) start this far apart, not all at once.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub stagger: std::time::Duration,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration (e.g. 10s, 1min): {e}"))
 }
 
 fn parse_table(s: &str) -> Result<QualifiedName, String> {

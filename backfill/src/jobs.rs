@@ -6,6 +6,7 @@
 //! `--from`/`--until`), optionally runs each job once, then schedules them all again in one
 //! transaction. Without TimescaleDB there is nothing to do.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -25,6 +26,18 @@ struct Job {
     proc_name: String,
     scheduled: bool,
     hypertable: Option<String>,
+    next_start: Option<String>,
+}
+
+/// What `enable` does with one job.
+#[derive(Clone, Debug)]
+struct Scheduling {
+    id: i32,
+    scheduled: bool,
+    /// The next start to set, a timestamptz literal; `None` leaves it.
+    next_start: Option<String>,
+    /// For the output.
+    why: String,
 }
 
 /// A continuous aggregate and the type of its time bucket.
@@ -78,24 +91,41 @@ pub async fn run(args: JobsArgs) -> crate::Result<ExitCode> {
             } else {
                 refresh(&client, &schema, &args).await?;
             }
+            let (states, origin) = source_states(&client, &args).await?;
+            let paused: Vec<i32> = jobs
+                .iter()
+                .filter(|j| states.get(&j.id).is_some_and(|s| !s.scheduled))
+                .map(|j| j.id)
+                .collect();
             if args.run_now {
-                run_each(&client, &schema, &jobs).await?;
+                let to_run: Vec<Job> = jobs
+                    .iter()
+                    .filter(|j| !paused.contains(&j.id))
+                    .cloned()
+                    .collect();
+                run_each(&client, &schema, &to_run).await?;
             }
-            set_scheduled(&client, &schema, true).await?;
+            let plan = schedule_plan(&client, &jobs, &states, args.stagger).await?;
+            apply_schedule(&client, &schema, &plan).await?;
             println!(
-                "enabled {} background jobs (id >= {}):",
+                "enabled {} of {} background jobs (id >= {}); schedules from {origin}:",
+                plan.iter().filter(|p| p.scheduled).count(),
                 jobs.len(),
                 timescale::FIRST_USER_JOB
             );
+            for p in &plan {
+                println!("  job {:>5}  {}", p.id, p.why);
+            }
         }
     }
     for job in list_jobs(&client).await? {
         println!(
-            "  job {:>5}  {:<32} {:<28} scheduled: {}",
+            "  job {:>5}  {:<32} {:<28} scheduled: {:<5} next start: {}",
             job.id,
             job.proc_name,
             job.hypertable.as_deref().unwrap_or("-"),
-            job.scheduled
+            job.scheduled,
+            job.next_start.as_deref().unwrap_or("-")
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -113,7 +143,8 @@ async fn list_jobs(client: &Client) -> crate::Result<Vec<Job>> {
         .query(
             "SELECT job_id, proc_name::text, scheduled,
                     CASE WHEN hypertable_name IS NOT NULL
-                         THEN hypertable_schema::text || '.' || hypertable_name::text END
+                         THEN hypertable_schema::text || '.' || hypertable_name::text END,
+                    next_start::text
                FROM timescaledb_information.jobs WHERE job_id >= $1 ORDER BY job_id",
             &[&timescale::FIRST_USER_JOB],
         )
@@ -126,8 +157,144 @@ async fn list_jobs(client: &Client) -> crate::Result<Vec<Job>> {
             proc_name: r.get(1),
             scheduled: r.get(2),
             hypertable: r.get(3),
+            next_start: r.get(4),
         })
         .collect())
+}
+
+/// Each job's schedule on the source: live with `--source`, else as `schema` recorded it.
+/// Empty (every job enabled now, staggered) when neither is there.
+async fn source_states(
+    client: &Client,
+    args: &JobsArgs,
+) -> crate::Result<(BTreeMap<i32, timescale::SourceJob>, String)> {
+    if let Some(text) = &args.source {
+        let url = pg::parse_url(text, Side::Source).map_err(|e| Error::Input(e.to_string()))?;
+        let source = pg::open(&url, Side::Source).await.map_err(|e| match e {
+            PgError::Query { .. } => Error::from(e),
+            other => Error::Input(other.to_string()),
+        })?;
+        let jobs = crate::schema::source_jobs(&source).await?;
+        return Ok((
+            jobs.into_iter().map(|j| (j.id, j)).collect(),
+            "the source, now".into(),
+        ));
+    }
+    let recorded: bool = client
+        .query_one(
+            &format!(
+                "SELECT to_regclass('{}') IS NOT NULL",
+                timescale::RECORDED_JOBS_TABLE
+            ),
+            &[],
+        )
+        .await
+        .map_err(query_err)?
+        .get(0);
+    if !recorded {
+        println!("jobs: no source schedules recorded by `schema` and no --source: every job is enabled, those due staggered by --stagger");
+        return Ok((BTreeMap::new(), "nowhere (none recorded)".into()));
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT job_id, scheduled, next_start::text, recorded_at::text FROM {} ORDER BY job_id",
+                timescale::RECORDED_JOBS_TABLE
+            ),
+            &[],
+        )
+        .await
+        .map_err(query_err)?;
+    let when: Option<String> = rows.first().map(|r| r.get(3));
+    Ok((
+        rows.iter()
+            .map(|r| {
+                let id: i32 = r.get(0);
+                (
+                    id,
+                    timescale::SourceJob {
+                        id,
+                        scheduled: r.get(1),
+                        next_start: r.get(2),
+                    },
+                )
+            })
+            .collect(),
+        format!(
+            "the source as `schema` recorded it at {} (--source reads them now)",
+            when.as_deref().unwrap_or("-")
+        ),
+    ))
+}
+
+/// Each job's new schedule: paused on the source stays paused; a next start still ahead is
+/// kept; jobs already due start one `stagger` apart from now, in id order.
+async fn schedule_plan(
+    client: &Client,
+    jobs: &[Job],
+    states: &BTreeMap<i32, timescale::SourceJob>,
+    stagger: std::time::Duration,
+) -> crate::Result<Vec<Scheduling>> {
+    let now: i64 = client
+        .query_one("SELECT (extract(epoch FROM now()) * 1000000)::int8", &[])
+        .await
+        .map_err(query_err)?
+        .get(0);
+    let tt = TimeType::Timestamptz;
+    let step = i64::try_from(stagger.as_micros()).unwrap_or(i64::MAX);
+    let mut due = 0i64;
+    let mut plan = Vec::new();
+    for job in jobs {
+        let state = states.get(&job.id);
+        if let Some(s) = state.filter(|s| !s.scheduled) {
+            let at = s.next_start.as_deref().and_then(|t| tt.parse(t).ok());
+            plan.push(Scheduling {
+                id: job.id,
+                scheduled: false,
+                next_start: at.map(|t| tt.literal(t)),
+                why: "paused on the source: stays paused".into(),
+            });
+            continue;
+        }
+        let ahead = state
+            .and_then(|s| s.next_start.as_deref())
+            .and_then(|t| tt.parse(t).ok())
+            .filter(|t| *t > now);
+        let (at, why) = match ahead {
+            Some(t) => (
+                t,
+                format!("next start kept from the source: {}", tt.display(t)),
+            ),
+            None => {
+                let t = now.saturating_add(step.saturating_mul(due));
+                due += 1;
+                (t, format!("due now: starts at {}", tt.display(t)))
+            }
+        };
+        plan.push(Scheduling {
+            id: job.id,
+            scheduled: true,
+            next_start: Some(tt.literal(at)),
+            why,
+        });
+    }
+    Ok(plan)
+}
+
+/// Apply the schedules in one transaction.
+async fn apply_schedule(client: &Client, schema: &str, plan: &[Scheduling]) -> crate::Result<()> {
+    let mut sql = String::from("BEGIN;\n");
+    for p in plan {
+        sql.push_str(&timescale::schedule_job_sql(
+            schema,
+            p.id,
+            p.scheduled,
+            p.next_start.as_deref(),
+        ));
+        sql.push('\n');
+    }
+    sql.push_str("COMMIT;");
+    client.batch_execute(&sql).await.map_err(query_err)
 }
 
 /// Every user job on or off, in one transaction.
@@ -199,8 +366,11 @@ async fn refresh(client: &Client, schema: &str, args: &JobsArgs) -> crate::Resul
 async fn list_caggs(client: &Client) -> crate::Result<Vec<Cagg>> {
     let rows = client
         .query(
-            "SELECT c.view_schema::text, c.view_name::text, d.column_type::text
+            "SELECT c.view_schema::text, c.view_name::text, d.column_type::text,
+                    ca.mat_hypertable_id, ca.raw_hypertable_id
                FROM timescaledb_information.continuous_aggregates c
+               JOIN _timescaledb_catalog.continuous_agg ca
+                 ON ca.user_view_schema = c.view_schema AND ca.user_view_name = c.view_name
                LEFT JOIN timescaledb_information.dimensions d
                  ON d.hypertable_schema = c.materialization_hypertable_schema
                 AND d.hypertable_name = c.materialization_hypertable_name
@@ -210,20 +380,28 @@ async fn list_caggs(client: &Client) -> crate::Result<Vec<Cagg>> {
         )
         .await
         .map_err(query_err)?;
-    Ok(rows
+    let caggs: Vec<(Cagg, i32, i32)> = rows
         .iter()
-        .map(|r| Cagg {
-            view: format!(
-                "{}.{}",
-                quote_ident(&r.get::<_, String>(0)),
-                quote_ident(&r.get::<_, String>(1))
-            ),
-            time_type: r
-                .get::<_, Option<String>>(2)
-                .as_deref()
-                .and_then(TimeType::from_pg),
+        .map(|r| {
+            (
+                Cagg {
+                    view: format!(
+                        "{}.{}",
+                        quote_ident(&r.get::<_, String>(0)),
+                        quote_ident(&r.get::<_, String>(1))
+                    ),
+                    time_type: r
+                        .get::<_, Option<String>>(2)
+                        .as_deref()
+                        .and_then(TimeType::from_pg),
+                },
+                r.get(3),
+                r.get(4),
+            )
         })
-        .collect())
+        .collect();
+    // An aggregate on another aggregate is refreshed after it, or it stays empty.
+    Ok(timescale::refresh_order(&caggs))
 }
 
 /// The refresh window: `--from`/`--until`, else the span of the stored backfill plans, else

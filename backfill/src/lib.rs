@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod columns;
+pub mod compress;
 pub mod copy;
 pub mod cover;
 pub mod csv;
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status(a) => status::run(a).await,
         Command::Clean(a) => status::clean(a).await,
         Command::Csv(a) => csv::run(a).await,
+        Command::Compress(a) => compress::run(a).await,
         Command::Jobs(a) => jobs::run(a).await,
     };
     match result {

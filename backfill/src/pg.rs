@@ -32,7 +32,7 @@ impl fmt::Display for Side {
 pub enum PgError {
     #[error("--{side}: {source}")]
     Url { side: Side, source: UrlError },
-    #[error("{side} unreachable: {source}")]
+    #[error("{side}{}: {source}", if source.is_network() { " unreachable" } else { "" })]
     Connect { side: Side, source: ConnectError },
     #[error("{side}: {}", describe(.source))]
     Query {

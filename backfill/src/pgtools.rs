@@ -157,20 +157,24 @@ pub fn parse_major(version: &str) -> Option<u32> {
         })
 }
 
-/// Run scripts with psql (`ON_ERROR_STOP`); on failure, the failing statement and error.
+/// Run scripts with psql in one transaction (`ON_ERROR_STOP`); on failure, nothing of them stays
+/// and the error names the failing statement.
 pub async fn restore(
     tools: &PgTools,
     target_url: &PgUrl,
     workdir: &Path,
     what: &str,
     files: &[&Path],
-    single_transaction: bool,
 ) -> crate::Result<()> {
     let mut cmd = tools.command("psql", target_url);
-    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--echo-errors"]);
-    if single_transaction {
-        cmd.arg("--single-transaction");
-    }
+    cmd.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--echo-errors",
+        "--single-transaction",
+    ]);
     for f in files {
         cmd.arg("-f").arg(f);
     }
@@ -186,17 +190,10 @@ pub async fn restore(
         return Ok(());
     }
     let failure = psql_failure(&stderr);
-    if single_transaction {
-        Err(Error::Input(format!(
-            "restoring the {what} failed; the transaction was rolled back, nothing of it was written:\n{failure}\n(psql's output: {})",
-            log.display()
-        )))
-    } else {
-        Err(Error::Other(anyhow::anyhow!(
-            "restoring the {what} failed; the target is partly restored (TimescaleDB's restore cannot run in one transaction): recreate the target database before running `schema` again:\n{failure}\n(psql's output: {})",
-            log.display()
-        )))
-    }
+    Err(Error::Input(format!(
+        "restoring the {what} failed; the transaction was rolled back, nothing of it was written:\n{failure}\n(psql's output: {})",
+        log.display()
+    )))
 }
 
 /// From psql's stderr, the error and the statement (psql --echo-errors prints both).

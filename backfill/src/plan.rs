@@ -259,15 +259,26 @@ async fn estimates(
             &[&schemas, &names],
         )
         .await?;
+    // Compressed chunks: their own statistics count only rows added since compression.
+    let compressed = dualwrite_common::catalog::compressed_row_counts(source).await?;
     Ok(rows
         .into_iter()
         .map(|r| {
             let tuples: f64 = r.get(2);
+            let name = QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+            let pre = compressed.get(&name).copied();
+            let rows = match (pre, tuples >= 0.0) {
+                (Some(c), true) => Some(c.rows + tuples as i64),
+                (Some(c), false) => Some(c.rows),
+                (None, true) => Some(tuples as i64),
+                (None, false) => None,
+            };
+            let bytes = r.get::<_, i64>(3) + pre.map_or(0, |c| c.bytes);
             (
-                QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+                name,
                 Estimate {
-                    rows: (tuples >= 0.0).then_some(tuples as i64),
-                    bytes: Some(r.get::<_, i64>(3)),
+                    rows,
+                    bytes: Some(bytes),
                 },
             )
         })
@@ -573,6 +584,7 @@ mod tests {
             end: Some(e),
             is_compressed: false,
             is_default: false,
+            slices: Vec::new(),
         };
         let chunks = vec![c("a", 0, 10), c("b", 0, 10), c("c", 10, 20), c("d", 20, 30)];
         let r = time_ranges(&chunks, None, 25);

@@ -2,7 +2,7 @@
 //!
 //! Checks first and writes nothing when the target doesn't fit. Then: dump (roles, schema with
 //! the relational tables' data, grants) into the workdir with the newest `pg_dump`; restore with
-//! `psql` (`ON_ERROR_STOP`, one transaction where TimescaleDB allows it); re-apply grants with
+//! `psql` (`ON_ERROR_STOP`, one transaction, TimescaleDB's pre/post restore included); re-apply grants with
 //! `--privileges`. The time-series tables' data is left out of the dump: `copy` backfills it.
 
 use std::collections::BTreeSet;
@@ -136,12 +136,15 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
         for c in &clean.changes {
             println!("  - {c}");
         }
-        pgtools::restore(&tools, &target_url, &workdir, "roles", &[&path], true).await?;
+        pgtools::restore(&tools, &target_url, &workdir, "roles", &[&path]).await?;
         println!("roles: restored");
     }
 
     // 3. The runbook's manual edits of the dump (TimescaleDB).
     let mut privileges_script = privileges::extract(&read(&grants_raw)?, &[&s.bootstrap_superuser]);
+    if tsdb.is_some() {
+        privileges_script = fit_timescale_owners(&source, &privileges_script).await?;
+    }
     if let Some(tsdb) = &tsdb {
         let edited = edit_timescale_dump(&dump, &source, &target, &t, tsdb, &job_owner).await?;
         if let Some((from, to, members)) = edited {
@@ -155,35 +158,64 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
     // 4. Schema and relational data.
     match &tsdb {
         None => {
-            pgtools::restore(&tools, &target_url, &workdir, "schema", &[&dump], true).await?;
+            pgtools::restore(&tools, &target_url, &workdir, "schema", &[&dump]).await?;
         }
         Some(ts) => {
+            // One transaction from CREATE EXTENSION to post_restore: a failure anywhere rolls
+            // the target back to what it was (TimescaleDB's restore runs in a transaction).
+            let mut pre_sql = String::new();
             if t.timescaledb.is_none() {
-                let sql = timescale::create_extension_sql(&ts.version, &ts.target_schema);
-                target.batch_execute(&sql).await.map_err(|e| {
-                    Error::Input(format!(
-                        "target: cannot create the extension ({sql}): {}",
-                        pg::describe(&e)
-                    ))
-                })?;
-                println!(
-                    "timescaledb: created the extension {} in schema {} on the target",
-                    ts.version, ts.target_schema
-                );
+                pre_sql.push_str(&timescale::create_extension_sql(
+                    &ts.version,
+                    &ts.target_schema,
+                ));
+                pre_sql.push('\n');
             }
+            pre_sql.push_str(&timescale::pre_restore_sql(&ts.target_schema));
             let pre = workdir.join("pre_restore.sql");
             let post = workdir.join("post_restore.sql");
-            write(&pre, &timescale::pre_restore_sql(&ts.target_schema))?;
-            write(&post, &timescale::post_restore_sql(&ts.target_schema))?;
-            pgtools::restore(
+            write(&pre, &pre_sql)?;
+            let source_jobs = source_jobs(&source).await?;
+            write(
+                &post,
+                &format!(
+                    "{}{}",
+                    timescale::record_source_jobs_sql(&source_jobs),
+                    timescale::post_restore_sql(&ts.target_schema)
+                ),
+            )?;
+            let restored = pgtools::restore(
                 &tools,
                 &target_url,
                 &workdir,
                 "schema",
                 &[&pre, &dump, &post],
-                false,
             )
-            .await?;
+            .await;
+            if let Err(e) = restored {
+                if t.timescaledb.is_some() {
+                    // pre_restore stopped the background workers outside the transaction.
+                    if let Err(w) = target
+                        .batch_execute("SELECT _timescaledb_functions.start_background_workers()")
+                        .await
+                    {
+                        eprintln!(
+                            "timescaledb: could not restart the background workers after the failed restore ({}): run SELECT _timescaledb_functions.start_background_workers() on the target",
+                            pg::describe(&w)
+                        );
+                    }
+                }
+                if args.roles {
+                    eprintln!("roles: the roles restored before the schema stay on the target (roles belong to the server, not the database); running `schema` again reuses them");
+                }
+                return Err(e);
+            }
+            if t.timescaledb.is_none() {
+                println!(
+                    "timescaledb: created the extension {} in schema {} on the target",
+                    ts.version, ts.target_schema
+                );
+            }
             println!(
                 "timescaledb: post_restore done; background jobs (id >= {}) disabled: `dualwrite-backfill jobs enable` turns them on after the backfill",
                 timescale::FIRST_USER_JOB
@@ -308,11 +340,13 @@ async fn check(
     }
     Ok(Some(Tsdb {
         version,
-        source_schema,
+        // A fresh target gets the extension in the source's schema: references to it are
+        // stored as text in TimescaleDB's catalog (continuous aggregates' bucket functions).
         target_schema: t
             .timescaledb_schema
             .clone()
-            .unwrap_or_else(|| "public".into()),
+            .unwrap_or_else(|| source_schema.clone()),
+        source_schema,
     }))
 }
 
@@ -453,6 +487,12 @@ async fn edit_timescale_dump(
         script = edited;
         moved = Some((ts.source_schema.clone(), ts.target_schema.clone(), members));
     }
+    // The extension's schema exists before the dump runs: created with the extension, or
+    // already there with an extension installed beforehand.
+    let (edited, changed) = timescale::tolerate_existing_schema(&script, &ts.target_schema);
+    if changed {
+        script = edited;
+    }
     // Extensions that exist on the target owned by another role (a managed service's): their
     // COMMENT ON EXTENSION would stop the restore.
     if !t.is_superuser {
@@ -501,6 +541,47 @@ async fn edit_timescale_dump(
         println!("timescaledb: dump.sql edited (pg_dump's output kept as dump.pg_dump.sql)");
     }
     Ok(moved)
+}
+
+/// Ownership statements TimescaleDB takes: aggregates are altered as materialized views, and
+/// chunks and the aggregates' internals follow their owners.
+async fn fit_timescale_owners(source: &Client, script: &str) -> crate::Result<String> {
+    let pairs = |sql: &'static str| async move {
+        source
+            .query(sql, &[])
+            .await
+            .map_err(PgError::query(Side::Source))
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                    .collect::<BTreeSet<(String, String)>>()
+            })
+    };
+    let caggs = pairs(timescale::CONTINUOUS_AGGREGATES_SQL).await?;
+    let follows = pairs(timescale::OWNER_FOLLOWS_SQL).await?;
+    let (script, dropped, rewritten) = timescale::fit_owner_statements(script, &caggs, &follows);
+    if dropped + rewritten > 0 {
+        println!(
+            "timescaledb: ownership: {rewritten} continuous aggregates given to their owners with ALTER MATERIALIZED VIEW; {dropped} statements on chunks and aggregate internals left out (they follow their hypertable's or aggregate's owner)"
+        );
+    }
+    Ok(script)
+}
+
+/// The source's user jobs and their schedules, recorded on the target for `jobs enable`.
+pub async fn source_jobs(source: &Client) -> crate::Result<Vec<timescale::SourceJob>> {
+    let rows = source
+        .query(timescale::SOURCE_JOBS_SQL, &[])
+        .await
+        .map_err(PgError::query(Side::Source))?;
+    Ok(rows
+        .iter()
+        .map(|r| timescale::SourceJob {
+            id: r.get(0),
+            scheduled: r.get(1),
+            next_start: r.get(2),
+        })
+        .collect())
 }
 
 fn make_workdir(dir: Option<&Path>) -> crate::Result<PathBuf> {
@@ -561,6 +642,7 @@ mod tests {
             end: None,
             is_compressed: false,
             is_default: false,
+            slices: Vec::new(),
         };
         let series = vec![
             TimeSeriesTable {

@@ -16,7 +16,8 @@ pub const FIRST_USER_JOB: i32 = 1000;
 /// `CREATE EXTENSION` on a fresh target, at the source's version, in `schema`.
 pub fn create_extension_sql(version: &str, schema: &str) -> String {
     format!(
-        "CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA {} VERSION {};",
+        "CREATE SCHEMA IF NOT EXISTS {};\nCREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA {} VERSION {};",
+        quote_ident(schema),
         quote_ident(schema),
         quote_literal(version)
     )
@@ -38,13 +39,114 @@ pub fn schedule_jobs_sql(schema: &str, scheduled: bool) -> String {
     )
 }
 
-/// Run after the dump: leave restoring mode and disable every user job, in one transaction.
+/// Run after the dump, in the restore's transaction: leave restoring mode and disable every
+/// user job.
 pub fn post_restore_sql(schema: &str) -> String {
     format!(
-        "BEGIN;\nSELECT {}.timescaledb_post_restore();\n{}COMMIT;\n",
+        "SELECT {}.timescaledb_post_restore();\n{}",
         quote_ident(schema),
         schedule_jobs_sql(schema, false)
     )
+}
+
+/// A job's schedule on the source: whether it is scheduled, and its next start (UTC text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceJob {
+    pub id: i32,
+    pub scheduled: bool,
+    pub next_start: Option<String>,
+}
+
+/// The source's jobs (id >= 1000) with their schedule, as `SourceJob` rows.
+pub const SOURCE_JOBS_SQL: &str = "SELECT job_id, scheduled, next_start::text
+    FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY job_id";
+
+/// Where `schema` records the source's job schedules on the target, for `jobs enable`.
+pub const RECORDED_JOBS_TABLE: &str = "_dualwrite_backfill.source_job";
+
+/// Record the source's job schedules on the target (the dump does not carry next_start, and
+/// post_restore's disabling hides which jobs were paused).
+pub fn record_source_jobs_sql(jobs: &[SourceJob]) -> String {
+    let mut sql = format!(
+        "CREATE SCHEMA IF NOT EXISTS _dualwrite_backfill;\n\
+         CREATE TABLE IF NOT EXISTS {RECORDED_JOBS_TABLE} (job_id integer PRIMARY KEY, scheduled boolean NOT NULL, next_start timestamptz, recorded_at timestamptz NOT NULL DEFAULT now());\n\
+         DELETE FROM {RECORDED_JOBS_TABLE};\n"
+    );
+    if !jobs.is_empty() {
+        let values: Vec<String> = jobs
+            .iter()
+            .map(|j| {
+                format!(
+                    "({}, {}, {})",
+                    j.id,
+                    j.scheduled,
+                    j.next_start
+                        .as_deref()
+                        .map(|t| format!("{}::timestamptz", quote_literal(t)))
+                        .unwrap_or_else(|| "NULL".into())
+                )
+            })
+            .collect();
+        sql.push_str(&format!(
+            "INSERT INTO {RECORDED_JOBS_TABLE} (job_id, scheduled, next_start) VALUES {};\n",
+            values.join(", ")
+        ));
+    }
+    sql
+}
+
+/// `alter_job` turning one job on or off, with its next start when given (a timestamptz
+/// literal).
+pub fn schedule_job_sql(
+    schema: &str,
+    id: i32,
+    scheduled: bool,
+    next_start: Option<&str>,
+) -> String {
+    match next_start {
+        Some(t) => format!(
+            "SELECT {}.alter_job({id}, scheduled => {scheduled}, next_start => {t});",
+            quote_ident(schema)
+        ),
+        None => format!(
+            "SELECT {}.alter_job({id}, scheduled => {scheduled});",
+            quote_ident(schema)
+        ),
+    }
+}
+
+/// Continuous aggregates in refresh order: an aggregate built on another one comes after it.
+/// Each item is (name, its materialized hypertable id, the hypertable id it reads from).
+pub fn refresh_order<T: Clone>(caggs: &[(T, i32, i32)]) -> Vec<T> {
+    let mut done: Vec<bool> = vec![false; caggs.len()];
+    let mut out = Vec::with_capacity(caggs.len());
+    while out.len() < caggs.len() {
+        let before = out.len();
+        for i in 0..caggs.len() {
+            if done[i] {
+                continue;
+            }
+            let (_, _, raw) = &caggs[i];
+            let waits = caggs
+                .iter()
+                .enumerate()
+                .any(|(j, (_, mat, _))| !done[j] && j != i && mat == raw);
+            if !waits {
+                done[i] = true;
+                out.push(caggs[i].0.clone());
+            }
+        }
+        if out.len() == before {
+            // A cycle cannot happen in TimescaleDB; keep the rest in the given order.
+            for i in 0..caggs.len() {
+                if !done[i] {
+                    done[i] = true;
+                    out.push(caggs[i].0.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Run one job now (outside a transaction block).
@@ -137,6 +239,126 @@ pub fn rewrite_extension_schema(
             }
         }
         out.push_str(&sql[pos..]);
+    }
+    (out, changed)
+}
+
+/// Relations whose owner TimescaleDB sets itself: chunks (compressed ones included), the
+/// internal hypertables behind compression and continuous aggregates, and the aggregates'
+/// partial and direct views. `ALTER ... OWNER` on them fails ("operation not supported on
+/// chunk tables"); they follow their hypertable's or aggregate's owner.
+pub const OWNER_FOLLOWS_SQL: &str = "
+    WITH internal AS (
+      SELECT h.schema_name::text AS s, h.table_name::text AS t FROM _timescaledb_catalog.hypertable h
+       WHERE h.id IN (SELECT mat_hypertable_id FROM _timescaledb_catalog.continuous_agg)
+          OR NOT EXISTS (SELECT 1 FROM timescaledb_information.hypertables v
+                          WHERE v.hypertable_schema = h.schema_name AND v.hypertable_name = h.table_name)
+    ), hyper AS (
+      SELECT format('%I.%I', h.schema_name, h.table_name)::regclass AS oid FROM _timescaledb_catalog.hypertable h
+    )
+    SELECT s, t FROM internal
+    UNION SELECT n.nspname::text, c.relname::text FROM pg_inherits i
+      JOIN hyper ON hyper.oid = i.inhparent
+      JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    UNION SELECT partial_view_schema::text, partial_view_name::text FROM _timescaledb_catalog.continuous_agg
+    UNION SELECT direct_view_schema::text, direct_view_name::text FROM _timescaledb_catalog.continuous_agg";
+
+/// The continuous aggregates (their user-facing views).
+pub const CONTINUOUS_AGGREGATES_SQL: &str =
+    "SELECT user_view_schema::text, user_view_name::text FROM _timescaledb_catalog.continuous_agg";
+
+/// Fit pg_dump's ownership statements to TimescaleDB: `ALTER VIEW <aggregate> OWNER TO` becomes
+/// `ALTER MATERIALIZED VIEW` (which also gives the aggregate's internal objects to the owner),
+/// and owner statements on the relations in `follows` are left out (TimescaleDB gives them
+/// their hypertable's or aggregate's owner). Returns the script, how many statements were left
+/// out and how many rewritten.
+pub fn fit_owner_statements(
+    script: &str,
+    caggs: &BTreeSet<(String, String)>,
+    follows: &BTreeSet<(String, String)>,
+) -> (String, usize, usize) {
+    let mut out = String::with_capacity(script.len());
+    let (mut dropped, mut rewritten) = (0, 0);
+    let mut skip_newline = false;
+    for piece in sqlscript::split(script) {
+        let mut text = piece.text;
+        if std::mem::take(&mut skip_newline) && piece.kind == PieceKind::Gap {
+            text = text.strip_prefix('\n').unwrap_or(text);
+        }
+        if piece.kind != PieceKind::Statement {
+            out.push_str(text);
+            continue;
+        }
+        let w = sqlscript::words(text);
+        let kw = |i: usize, k: &str| w.get(i).is_some_and(|t| t.is_keyword(text, k));
+        let is_ident = |i: usize| {
+            w.get(i)
+                .is_some_and(|t| matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent))
+        };
+        // ALTER TABLE|VIEW|MATERIALIZED VIEW schema.name OWNER TO role
+        let name_at = if kw(0, "ALTER") && (kw(1, "TABLE") || kw(1, "VIEW")) {
+            Some(2)
+        } else if kw(0, "ALTER") && kw(1, "MATERIALIZED") && kw(2, "VIEW") {
+            Some(3)
+        } else {
+            None
+        };
+        let target = name_at.filter(|&i| {
+            is_ident(i)
+                && w.get(i + 1).is_some_and(|t| t.is_punct(text, '.'))
+                && is_ident(i + 2)
+                && kw(i + 3, "OWNER")
+                && kw(i + 4, "TO")
+        });
+        let Some(i) = target else {
+            out.push_str(text);
+            continue;
+        };
+        let name = (
+            sqlscript::ident_value(text, &w[i]),
+            sqlscript::ident_value(text, &w[i + 2]),
+        );
+        if follows.contains(&name) {
+            dropped += 1;
+            skip_newline = true;
+            continue;
+        }
+        if caggs.contains(&name) && kw(1, "VIEW") {
+            out.push_str(&text[..w[1].start]);
+            out.push_str("MATERIALIZED VIEW");
+            out.push_str(&text[w[1].end..]);
+            rewritten += 1;
+            continue;
+        }
+        out.push_str(text);
+    }
+    (out, dropped, rewritten)
+}
+
+/// Make the dump's `CREATE SCHEMA <schema>` tolerate the schema existing: the extension is
+/// created in it before the dump runs (`timescaledb_pre_restore()` needs the extension).
+/// Returns the script and whether it changed.
+pub fn tolerate_existing_schema(script: &str, schema: &str) -> (String, bool) {
+    let mut out = String::with_capacity(script.len());
+    let mut changed = false;
+    for piece in sqlscript::split(script) {
+        let text = piece.text;
+        if piece.kind == PieceKind::Statement {
+            let w = sqlscript::words(text);
+            let kw = |i: usize, k: &str| w.get(i).is_some_and(|t| t.is_keyword(text, k));
+            let named = w.get(2).is_some_and(|t| {
+                matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent)
+                    && sqlscript::ident_value(text, t) == schema
+            });
+            if kw(0, "CREATE") && kw(1, "SCHEMA") && named {
+                out.push_str(&text[..w[1].end]);
+                out.push_str(" IF NOT EXISTS");
+                out.push_str(&text[w[1].end..]);
+                changed = true;
+                continue;
+            }
+        }
+        out.push_str(text);
     }
     (out, changed)
 }
@@ -311,7 +533,7 @@ mod tests {
     fn restore_and_job_sql() {
         assert_eq!(
             create_extension_sql("2.29.2", "public"),
-            "CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA \"public\" VERSION '2.29.2';"
+            "CREATE SCHEMA IF NOT EXISTS \"public\";\nCREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA \"public\" VERSION '2.29.2';"
         );
         assert_eq!(
             pre_restore_sql("public"),
@@ -319,9 +541,8 @@ mod tests {
         );
         assert_eq!(
             post_restore_sql("public"),
-            "BEGIN;\nSELECT \"public\".timescaledb_post_restore();\n\
-             SELECT \"public\".alter_job(id::integer, scheduled => false) FROM _timescaledb_config.bgw_job WHERE id >= 1000 ORDER BY id;\n\
-             COMMIT;\n"
+            "SELECT \"public\".timescaledb_post_restore();\n\
+             SELECT \"public\".alter_job(id::integer, scheduled => false) FROM _timescaledb_config.bgw_job WHERE id >= 1000 ORDER BY id;\n"
         );
         assert_eq!(
             schedule_jobs_sql("ts", true),
@@ -364,6 +585,85 @@ mod tests {
             CREATE VIEW \"public\".\"v\" AS SELECT \"public\".\"time_bucket\"('1 day'::interval, \"at\") FROM \"tsdb\".\"mine\";\n\
             COMMENT ON VIEW \"public\".\"v\" IS 'uses \"tsdb\".\"time_bucket\"';\n\
             COPY \"public\".\"t\" (\"a\") FROM stdin;\n\"tsdb\".\"time_bucket\"\n\\.\n"
+        );
+    }
+
+    #[test]
+    fn stacked_aggregates_refresh_after_what_they_read() {
+        // daily (mat 3) reads hourly (mat 2), which reads the hypertable 1; weekly reads daily.
+        let caggs = vec![
+            ("daily", 3, 2),
+            ("hourly", 2, 1),
+            ("weekly", 4, 3),
+            ("other", 5, 1),
+        ];
+        assert_eq!(
+            refresh_order(&caggs),
+            vec!["hourly", "other", "daily", "weekly"]
+        );
+        assert!(refresh_order::<&str>(&[]).is_empty());
+    }
+
+    #[test]
+    fn records_source_jobs() {
+        let sql = record_source_jobs_sql(&[
+            SourceJob {
+                id: 1000,
+                scheduled: true,
+                next_start: Some("2026-12-04 07:00:00+00".into()),
+            },
+            SourceJob {
+                id: 1001,
+                scheduled: false,
+                next_start: None,
+            },
+        ]);
+        assert!(sql.ends_with(
+            "VALUES (1000, true, '2026-12-04 07:00:00+00'::timestamptz), (1001, false, NULL);\n"
+        ));
+        assert_eq!(
+            schedule_job_sql("ext", 1000, true, Some("'x'::timestamptz")),
+            "SELECT \"ext\".alter_job(1000, scheduled => true, next_start => 'x'::timestamptz);"
+        );
+    }
+
+    #[test]
+    fn existing_extension_schema() {
+        let dump = "CREATE SCHEMA \"ext\";\nCREATE SCHEMA \"app\";\nCOMMENT ON SCHEMA \"ext\" IS 'CREATE SCHEMA \"ext\"';\n";
+        let (out, changed) = tolerate_existing_schema(dump, "ext");
+        assert!(changed);
+        assert_eq!(
+            out,
+            "CREATE SCHEMA IF NOT EXISTS \"ext\";\nCREATE SCHEMA \"app\";\nCOMMENT ON SCHEMA \"ext\" IS 'CREATE SCHEMA \"ext\"';\n"
+        );
+    }
+
+    #[test]
+    fn fits_owner_statements() {
+        let pair = |s: &str, t: &str| (s.to_string(), t.to_string());
+        let caggs: BTreeSet<_> = [pair("app", "hourly")].into_iter().collect();
+        let follows: BTreeSet<_> = [
+            pair("_timescaledb_internal", "_hyper_1_1_chunk"),
+            pair("_timescaledb_internal", "_partial_view_2"),
+        ]
+        .into_iter()
+        .collect();
+        let script = "-- header\n\
+            ALTER TABLE \"app\".\"m\" OWNER TO \"own\";\n\
+            ALTER TABLE \"_timescaledb_internal\".\"_hyper_1_1_chunk\" OWNER TO \"own\";\n\
+            ALTER VIEW \"_timescaledb_internal\".\"_partial_view_2\" OWNER TO \"own\";\n\
+            ALTER VIEW \"app\".\"hourly\" OWNER TO \"own\";\n\
+            ALTER VIEW \"app\".\"plain\" OWNER TO \"own\";\n\
+            GRANT SELECT ON TABLE \"_timescaledb_internal\".\"_hyper_1_1_chunk\" TO \"r\";\n";
+        let (out, dropped, rewritten) = fit_owner_statements(script, &caggs, &follows);
+        assert_eq!((dropped, rewritten), (2, 1));
+        assert_eq!(
+            out,
+            "-- header\n\
+            ALTER TABLE \"app\".\"m\" OWNER TO \"own\";\n\
+            ALTER MATERIALIZED VIEW \"app\".\"hourly\" OWNER TO \"own\";\n\
+            ALTER VIEW \"app\".\"plain\" OWNER TO \"own\";\n\
+            GRANT SELECT ON TABLE \"_timescaledb_internal\".\"_hyper_1_1_chunk\" TO \"r\";\n"
         );
     }
 

@@ -155,6 +155,73 @@ pub struct Chunk {
     pub is_compressed: bool,
     /// A DEFAULT partition: holds whatever no other partition's range takes.
     pub is_default: bool,
+    /// TimescaleDB: the chunk's ranges in the hypertable's other dimensions (space
+    /// partitioning, e.g. `by_hash(device_id, 4)`), ordered by column; empty otherwise. Chunks
+    /// of one hypertable with the same time range differ here.
+    pub slices: Vec<DimensionSlice>,
+}
+
+/// A chunk's range `[start, end)` in a dimension other than time, in TimescaleDB's internal
+/// values (a hash for closed dimensions); `None` where the range is open (TimescaleDB's
+/// minimum or maximum).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct DimensionSlice {
+    pub column: String,
+    /// The SQL expression of the column whose value the range bounds, e.g.
+    /// `_timescaledb_functions.get_partition_hash("device_id")`.
+    pub value_expr: String,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+impl DimensionSlice {
+    /// `WHERE` condition selecting the rows of this slice.
+    pub fn condition(&self) -> String {
+        match (self.start, self.end) {
+            (Some(a), Some(b)) => {
+                format!("{} >= {a} AND {} < {b}", self.value_expr, self.value_expr)
+            }
+            (Some(a), None) => format!("{} >= {a}", self.value_expr),
+            (None, Some(b)) => format!("{} < {b}", self.value_expr),
+            (None, None) => "true".to_string(),
+        }
+    }
+
+    /// Whether two slices of the same column overlap without being the same range.
+    pub fn overlaps_differently(&self, other: &DimensionSlice) -> bool {
+        let lo = |v: Option<i64>| v.unwrap_or(i64::MIN);
+        let hi = |v: Option<i64>| v.unwrap_or(i64::MAX);
+        self.column == other.column
+            && (self.start, self.end) != (other.start, other.end)
+            && lo(self.start) < hi(other.end)
+            && lo(other.start) < hi(self.end)
+    }
+}
+
+impl Chunk {
+    /// The chunk's position in the dimensions other than time: `(column, start, end)` each.
+    pub fn space_key(&self) -> Vec<(&str, Option<i64>, Option<i64>)> {
+        self.slices
+            .iter()
+            .map(|s| (s.column.as_str(), s.start, s.end))
+            .collect()
+    }
+
+    /// `WHERE` condition selecting the chunk's rows in the dimensions other than time
+    /// (`true` when it has none).
+    pub fn space_condition(&self) -> String {
+        let parts: Vec<String> = self
+            .slices
+            .iter()
+            .map(DimensionSlice::condition)
+            .filter(|c| c != "true")
+            .collect();
+        if parts.is_empty() {
+            "true".to_string()
+        } else {
+            parts.join(" AND ")
+        }
+    }
 }
 
 /// A time-series table.
@@ -386,7 +453,7 @@ pub async fn describe(
     let (kind, chunks) = if is_hypertable {
         (
             TableKind::Hypertable,
-            hypertable_chunks(client, table, time_type).await?,
+            hypertable_chunks(client, table, &column, time_type).await?,
         )
     } else if relkind == "p"
         && partition_key(client, table).await.ok().as_deref() == Some(column.as_str())
@@ -450,6 +517,7 @@ async fn partitions(
                 end: None,
                 is_compressed: false,
                 is_default: true,
+                slices: Vec::new(),
             }
         } else {
             let (start, end) =
@@ -463,6 +531,7 @@ async fn partitions(
                 end,
                 is_compressed: false,
                 is_default: false,
+                slices: Vec::new(),
             }
         };
         chunks.push(chunk);
@@ -497,8 +566,10 @@ pub fn parse_range_bound(
 async fn hypertable_chunks(
     client: &Client,
     table: &QualifiedName,
+    time_column: &str,
     time_type: TimeType,
 ) -> Result<Vec<Chunk>, CatalogError> {
+    let mut slices = space_slices(client, table, time_column).await?;
     let rows = client
         .query(
             "SELECT chunk_schema::text, chunk_name::text, range_start::text, range_end::text,
@@ -529,6 +600,7 @@ async fn hypertable_chunks(
             (parse(r.get(2))?, parse(r.get(3))?)
         };
         chunks.push(Chunk {
+            slices: slices.remove(&relation).unwrap_or_default(),
             relation,
             start,
             end,
@@ -536,7 +608,228 @@ async fn hypertable_chunks(
             is_default: false,
         });
     }
+    // Chunks with the same time range (space partitioning) in a stable order.
+    chunks.sort_by(|a, b| {
+        (a.start.is_none(), a.start, &a.slices).cmp(&(b.start.is_none(), b.start, &b.slices))
+    });
     Ok(chunks)
+}
+
+/// How much of a TimescaleDB chunk is compressed (from `_timescaledb_catalog.chunk.status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Not compressed.
+    None,
+    /// Compressed, with rows added since in its uncompressed part (or unordered): what a
+    /// backfill into a chunk flagged compressed leaves. `compress_chunk` finishes it.
+    Partial,
+    /// Compressed entirely.
+    Full,
+}
+
+impl Compression {
+    /// From the chunk status bits: 1 compressed, 2 unordered, 8 partial.
+    pub fn from_status(status: i32) -> Compression {
+        if status & 1 == 0 {
+            Compression::None
+        } else if status & (2 | 8) != 0 {
+            Compression::Partial
+        } else {
+            Compression::Full
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Compression::None => "uncompressed",
+            Compression::Partial => "partially compressed",
+            Compression::Full => "compressed",
+        }
+    }
+}
+
+/// Every chunk's compression state, by chunk (compressed chunks' internal tables excluded).
+/// Empty without TimescaleDB.
+pub async fn chunk_compression(
+    client: &Client,
+) -> Result<std::collections::HashMap<QualifiedName, Compression>, tokio_postgres::Error> {
+    let has_tsdb = client
+        .query_opt(
+            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'",
+            &[],
+        )
+        .await?
+        .is_some();
+    if !has_tsdb {
+        return Ok(Default::default());
+    }
+    let chunk_has_relid = client
+        .query_opt(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = '_timescaledb_catalog.chunk'::regclass
+               AND attname = 'relid' AND NOT attisdropped",
+            &[],
+        )
+        .await?
+        .is_some();
+    let chunk_rel = if chunk_has_relid {
+        "JOIN pg_class cl ON cl.oid = ch.relid JOIN pg_namespace n ON n.oid = cl.relnamespace"
+    } else {
+        "JOIN pg_namespace n ON n.nspname = ch.schema_name
+         JOIN pg_class cl ON cl.relnamespace = n.oid AND cl.relname = ch.table_name"
+    };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, cl.relname::text, ch.status FROM _timescaledb_catalog.chunk ch {chunk_rel}"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+                Compression::from_status(r.get(2)),
+            )
+        })
+        .collect())
+}
+
+/// A compressed chunk's rows and table bytes (heap and TOAST) as they were before compression.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PreCompression {
+    pub rows: i64,
+    pub bytes: i64,
+}
+
+/// The catalog's sizes of compressed chunks as they were before compression
+/// (`compression_chunk_size`), by chunk: a compressed chunk's own statistics count only its
+/// uncompressed part (0 right after compression). Empty without TimescaleDB.
+pub async fn compressed_row_counts(
+    client: &Client,
+) -> Result<std::collections::HashMap<QualifiedName, PreCompression>, tokio_postgres::Error> {
+    let has_tsdb = client
+        .query_opt(
+            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'",
+            &[],
+        )
+        .await?
+        .is_some();
+    if !has_tsdb {
+        return Ok(Default::default());
+    }
+    let chunk_has_relid = client
+        .query_opt(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = '_timescaledb_catalog.chunk'::regclass
+               AND attname = 'relid' AND NOT attisdropped",
+            &[],
+        )
+        .await?
+        .is_some();
+    let chunk_rel = if chunk_has_relid {
+        "JOIN pg_class cl ON cl.oid = ch.relid JOIN pg_namespace n ON n.oid = cl.relnamespace"
+    } else {
+        "JOIN pg_namespace n ON n.nspname = ch.schema_name
+         JOIN pg_class cl ON cl.relnamespace = n.oid AND cl.relname = ch.table_name"
+    };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, cl.relname::text, coalesce(s.numrows_pre_compression, 0),
+                        s.uncompressed_heap_size + s.uncompressed_toast_size
+                 FROM _timescaledb_catalog.compression_chunk_size s
+                 JOIN _timescaledb_catalog.chunk ch ON ch.id = s.chunk_id
+                 {chunk_rel}"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+                PreCompression {
+                    rows: r.get(2),
+                    bytes: r.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Each chunk's slices in the hypertable's dimensions other than `time_column`. TimescaleDB
+/// 2.x before 2.22 links slices to chunks through `chunk_constraint`; later versions store the
+/// chunk in the slice.
+async fn space_slices(
+    client: &Client,
+    table: &QualifiedName,
+    time_column: &str,
+) -> Result<std::collections::HashMap<QualifiedName, Vec<DimensionSlice>>, CatalogError> {
+    let slice_has_chunk = client
+        .query_opt(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = '_timescaledb_catalog.dimension_slice'::regclass
+               AND attname = 'chunk_id' AND NOT attisdropped",
+            &[],
+        )
+        .await?
+        .is_some();
+    let (chunk_rel, slice_join) = if slice_has_chunk {
+        (
+            "JOIN pg_class cl ON cl.oid = ch.relid JOIN pg_namespace n ON n.oid = cl.relnamespace",
+            "JOIN _timescaledb_catalog.dimension_slice ds ON ds.chunk_id = ch.id",
+        )
+    } else {
+        (
+            "JOIN pg_namespace n ON n.nspname = ch.schema_name
+             JOIN pg_class cl ON cl.relnamespace = n.oid AND cl.relname = ch.table_name",
+            "JOIN _timescaledb_catalog.chunk_constraint cc ON cc.chunk_id = ch.id
+             JOIN _timescaledb_catalog.dimension_slice ds ON ds.id = cc.dimension_slice_id",
+        )
+    };
+    let sql = format!(
+        "SELECT n.nspname::text, cl.relname::text, d.column_name::text, ds.range_start, ds.range_end,
+                d.num_slices IS NOT NULL, d.partitioning_func_schema::text, d.partitioning_func::text
+         FROM _timescaledb_catalog.chunk ch
+         JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
+         {chunk_rel}
+         {slice_join}
+         JOIN _timescaledb_catalog.dimension d ON d.id = ds.dimension_id
+         WHERE h.schema_name::text = $1 AND h.table_name::text = $2 AND d.column_name::text <> $3
+         ORDER BY 1, 2, 3"
+    );
+    let rows = client
+        .query(&sql, &[&table.schema, &table.name, &time_column])
+        .await?;
+    let mut out: std::collections::HashMap<QualifiedName, Vec<DimensionSlice>> =
+        std::collections::HashMap::new();
+    for r in rows {
+        let relation = QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+        let column: String = r.get(2);
+        let closed: bool = r.get(5);
+        let func: Option<(String, String)> = match (r.get(6), r.get(7)) {
+            (Some(s), Some(f)) => Some((s, f)),
+            _ => None,
+        };
+        let col = quote_ident(&column);
+        let value_expr = match func {
+            Some((schema, f)) => format!("{}.{}({col})", quote_ident(&schema), quote_ident(&f)),
+            None if closed => format!("_timescaledb_functions.get_partition_hash({col})"),
+            None => format!("_timescaledb_functions.time_to_internal({col})"),
+        };
+        // TimescaleDB marks open ends with the minimum and maximum bigint.
+        let start: i64 = r.get(3);
+        let end: i64 = r.get(4);
+        out.entry(relation).or_default().push(DimensionSlice {
+            column,
+            value_expr,
+            start: (start != i64::MIN).then_some(start),
+            end: (end != i64::MAX).then_some(end),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

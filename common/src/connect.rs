@@ -6,16 +6,78 @@ use tokio_postgres::{Client, NoTls};
 use crate::pgurl::{Host, PgUrl, SslMode};
 use crate::tls::{client_config, TlsError};
 
+/// Connecting failed. The message carries the server's own words and SQLSTATE when the
+/// server answered (wrong password, unknown database, too many connections), the network's
+/// otherwise.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("{endpoint}: {source}")]
     Tls { endpoint: String, source: TlsError },
-    #[error("cannot connect to {endpoint} as {user}: {source}")]
+    #[error("cannot connect to {endpoint} as {user}: {}", describe_error(.source))]
     Connect {
         endpoint: String,
         user: String,
         source: tokio_postgres::Error,
     },
+}
+
+impl ConnectError {
+    /// Whether the server was not reached at all (refused, timed out, no route, name not
+    /// resolved, connection cut): "unreachable" fits this, not a login the server refused.
+    pub fn is_network(&self) -> bool {
+        match self {
+            ConnectError::Tls { .. } => false,
+            ConnectError::Connect { source, .. } => is_network_error(source),
+        }
+    }
+
+    /// The server's SQLSTATE, when it answered with an error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            ConnectError::Tls { .. } => None,
+            ConnectError::Connect { source, .. } => source.code().map(|c| c.code()),
+        }
+    }
+}
+
+/// A `tokio_postgres` error as one line: the server's message with its SQLSTATE, detail and
+/// hint when the server sent one, else the error and its causes (`tokio_postgres` prints
+/// neither on its own: "db error", "error connecting to server").
+pub fn describe_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(": {d}"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!(" (HINT: {h})"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    s
+}
+
+/// Whether an error means the network did not carry the conversation: the TCP connection
+/// failed or timed out, or broke mid-way. `tokio_postgres` exposes its error kinds only
+/// through their fixed messages.
+pub fn is_network_error(e: &tokio_postgres::Error) -> bool {
+    if e.as_db_error().is_some() {
+        return false;
+    }
+    let top = e.to_string();
+    matches!(
+        top.as_str(),
+        "error connecting to server"
+            | "timeout waiting for server"
+            | "error communicating with the server"
+            | "connection closed"
+    )
 }
 
 /// The `tokio-postgres` configuration for a URL.

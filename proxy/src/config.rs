@@ -381,6 +381,34 @@ impl Settings {
         Ok(s)
     }
 
+    /// Only `admin_listen` of a file (with environment overrides), for the commands that talk to
+    /// a running proxy (`status`, `set`, `cutover`): they need no backend passwords, so
+    /// `password_env` variables unset in their shell are not an error.
+    pub fn load_admin_listen(path: &Path) -> Result<Option<SocketAddr>, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Load(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        let built = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(env_source())
+            .build()
+            .map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))?;
+        let text = match built.get_string("admin_listen") {
+            Ok(t) => t,
+            Err(config::ConfigError::NotFound(_)) => default_admin_listen(),
+            Err(e) => return Err(key_err("admin_listen", e.to_string())),
+        };
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|_| key_err("admin_listen", format!("{text:?} is not host:port")))
+    }
+
     /// Resolve TOML text (tests and embedded defaults); environment overrides apply too.
     pub fn from_toml(text: &str) -> Result<Settings, ConfigError> {
         let built = config::Config::builder()

@@ -115,7 +115,9 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour only on a terminal: logs redirected to a file stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -348,9 +350,8 @@ async fn journal(action: JournalAction) -> ExitCode {
 
 /// The admin address of the proxy a config file describes.
 fn admin_addr(config: &std::path::Path) -> Result<std::net::SocketAddr, String> {
-    let settings = Settings::load(config).map_err(|e| e.to_string())?;
-    settings
-        .admin_listen
+    Settings::load_admin_listen(config)
+        .map_err(|e| e.to_string())?
         .ok_or_else(|| dualwrite_proxy::admin_client::AdminError::NoAdmin.to_string())
 }
 

@@ -227,12 +227,26 @@ impl Cluster {
     }
 
     fn psql_command(&self, db: &str, sql: &str) -> Command {
+        self.psql_command_url(&self.url(db), sql)
+    }
+
+    fn psql_command_url(&self, url: &str, sql: &str) -> Command {
         let mut c = Command::new(self.bin.bin("psql"));
         c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(self.url(db))
+            .arg(url)
             .arg("-c")
             .arg(sql);
         c
+    }
+
+    /// [`Cluster::psql`] logged in as another role (statements such as
+    /// `refresh_continuous_aggregate` refuse to run inside the transaction `SET ROLE; ...` makes).
+    pub fn psql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> String {
+        let out = run(
+            &mut self.psql_command_url(&self.url_as(user, password, db), sql),
+            "psql",
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
     }
 
     /// Create a database owned by the superuser.

@@ -6,10 +6,13 @@
 //! - `backfill_util`: a time-series source for `dualwrite-backfill`, row digests, running it.
 //! - `bins`: the workspace binaries, built on demand, for tests that run processes.
 //! - `certs`: a throwaway CA and server certificate (openssl).
+//! - `demo_tsdb`: `dualwrite-demo --timescaledb`, the runbook on a TimescaleDB source.
 //! - `pair`: a source and a target cluster with a fresh database each.
 //! - `proxy`: `dualwrite-proxy` started in-process on free ports.
 //! - `faults`: a TCP relay that cuts a connection right after the server answered a command.
 //! - `raw`: a raw wire-protocol client for malformed input.
+//! - `tsdb`: clusters and pairs with TimescaleDB preloaded (built by `scripts/setup.sh`); they
+//!   panic when it is missing.
 //! - `validator_util`: tables covering many types and in-process runs of `dualwrite-validator`.
 //!
 //! Clusters run as the `postgres` OS user when this process is root (PostgreSQL refuses root).
@@ -20,12 +23,14 @@ pub mod backfill_util;
 pub mod bins;
 pub mod certs;
 pub mod cluster;
+pub mod demo_tsdb;
 pub mod faults;
 pub mod load;
 pub mod pair;
 pub mod pgbin;
 pub mod proxy;
 pub mod raw;
+pub mod tsdb;
 pub mod validator_util;
 
 pub use cluster::Cluster;

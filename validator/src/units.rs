@@ -10,7 +10,8 @@
 use std::str::FromStr;
 
 use dualwrite_common::catalog::{
-    discover, CatalogError, Chunk, TableKind, TableSpec, TimeSeriesTable, TimeType,
+    chunk_compression, discover, CatalogError, Chunk, Compression, DimensionSlice, TableKind,
+    TableSpec, TimeSeriesTable, TimeType,
 };
 use dualwrite_common::ident::QualifiedName;
 
@@ -114,6 +115,10 @@ pub struct Scan {
     pub bucket: Option<i64>,
     /// Whether each side's relation is read whole (no condition): estimates are possible.
     pub whole: bool,
+    /// TimescaleDB: the source chunk's compression state (`None` when not a chunk).
+    pub source_compression: Option<Compression>,
+    /// TimescaleDB: the target chunk's compression state.
+    pub target_compression: Option<Compression>,
 }
 
 /// What is compared for one table.
@@ -187,11 +192,31 @@ pub async fn plan(
         let client = sides.target.pool.get().await;
         discover(&client, &specs).await.map_err(PlanError::Target)?
     };
-    source_tables
+    let mut plans: Vec<TablePlan> = source_tables
         .into_iter()
         .zip(target_tables)
         .map(|(s, t)| plan_table(s, t, sel, estimate))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // Each chunk's compression state, reported per unit.
+    if plans.iter().any(|p| p.table.kind == TableKind::Hypertable) {
+        let on_source = {
+            let client = sides.source.pool.get().await;
+            chunk_compression(&client)
+                .await
+                .map_err(|e| PlanError::Source(CatalogError::Query(e)))?
+        };
+        let on_target = {
+            let client = sides.target.pool.get().await;
+            chunk_compression(&client)
+                .await
+                .map_err(|e| PlanError::Target(CatalogError::Query(e)))?
+        };
+        for scan in plans.iter_mut().flat_map(|p| p.scans.iter_mut()) {
+            scan.source_compression = on_source.get(&scan.source_rel).copied();
+            scan.target_compression = on_target.get(&scan.target_rel).copied();
+        }
+    }
+    Ok(plans)
 }
 
 fn bound(
@@ -265,7 +290,25 @@ pub fn plan_table(
             end: if estimate { None } else { until },
             bucket,
             whole: cond == "true",
+            source_compression: None,
+            target_compression: None,
         });
+        return Ok(TablePlan {
+            table: source,
+            target,
+            scans,
+            from,
+            until,
+            notes,
+        });
+    }
+
+    if !space_layouts_compatible(&source, &target) {
+        notes.push(format!(
+            "the source's and the target's space partitions of {} differ: compared by time range across all chunks",
+            source.table
+        ));
+        let scans = time_range_scans(&source, &target, from, until, width, estimate);
         return Ok(TablePlan {
             table: source,
             target,
@@ -280,9 +323,16 @@ pub fn plan_table(
     let source_ranges: Vec<(Option<i64>, Option<i64>)> =
         regular.iter().map(|c| (c.start, c.end)).collect();
     // Ranges the target has chunks for and the source has none: read on both sides by range.
+    // With space partitioning, a target chunk is covered only by source chunks in the same
+    // space slices.
     let mut extra: Vec<(&Chunk, Option<i64>, Option<i64>)> = Vec::new();
     for t in target.chunks.iter().filter(|t| !t.is_default) {
-        for (a, b) in subtract((t.start, t.end), &source_ranges) {
+        let same_space: Vec<(Option<i64>, Option<i64>)> = regular
+            .iter()
+            .filter(|c| c.space_key() == t.space_key())
+            .map(|c| (c.start, c.end))
+            .collect();
+        for (a, b) in subtract((t.start, t.end), &same_space) {
             let (a, b) = (max_opt(a, from), min_opt(b, until));
             if !is_empty_range(a, b) {
                 extra.push((t, a, b));
@@ -335,10 +385,13 @@ pub fn plan_table(
             // Rows in ranges only the target partitions are compared in those units.
             own_cond = and(&own_cond, &format!("NOT ({})", any_of(&extra_ranges)));
         }
+        // A chunk is matched by its range in every dimension: hypertable chunks that share a
+        // time range hold different rows when the table is space partitioned.
         let matched = target.chunks.iter().find(|t| {
             t.is_default == chunk.is_default
                 && t.start == chunk.start
                 && t.end == chunk.end
+                && t.slices == chunk.slices
                 && (!chunk.is_default || same_layout)
         });
         let (target_rel, target_cond) = match matched {
@@ -357,7 +410,13 @@ pub fn plan_table(
                     and(&cond, &source.range_condition(start, end)),
                 )
             }
-            None => (target.table.clone(), source.range_condition(start, end)),
+            None => (
+                target.table.clone(),
+                and(
+                    &source.range_condition(start, end),
+                    &chunk.space_condition(),
+                ),
+            ),
         };
         if matched.is_none() && !chunk.is_default && source.kind == TableKind::Partitioned {
             notes.push(format!(
@@ -383,6 +442,8 @@ pub fn plan_table(
             start,
             end,
             bucket,
+            source_compression: None,
+            target_compression: None,
         });
     }
     // Target chunks (or their parts) the source has no chunk for: rows there are extra on the
@@ -397,12 +458,14 @@ pub fn plan_table(
             label: format!("{} (target only)", t.relation.name),
             source_rel: source.table.clone(),
             target_rel: t.relation.clone(),
-            source_cond: cond.clone(),
+            source_cond: and(&cond, &t.space_condition()),
             target_cond: cond,
             start,
             end,
             bucket: if estimate { None } else { width },
             whole: false,
+            source_compression: None,
+            target_compression: None,
         });
     }
     if estimate && (from.is_some() || until.is_some()) && scans.iter().any(|s| !s.whole) {
@@ -420,6 +483,104 @@ pub fn plan_table(
         until,
         notes,
     })
+}
+
+/// Whether chunks can be matched by their space slices: every chunk of either side has slices
+/// in the same columns, and slices of one column are either the same range or disjoint (not
+/// the case when the number of hash partitions differs between the sides or changed over time).
+fn space_layouts_compatible(source: &TimeSeriesTable, target: &TimeSeriesTable) -> bool {
+    let all: Vec<&Chunk> = source.chunks.iter().chain(&target.chunks).collect();
+    let Some(first) = all.first() else {
+        return true;
+    };
+    let columns =
+        |c: &Chunk| -> Vec<String> { c.slices.iter().map(|s| s.column.clone()).collect() };
+    let want = columns(first);
+    if want.is_empty() && all.iter().all(|c| c.slices.is_empty()) {
+        return true;
+    }
+    if all.iter().any(|c| columns(c) != want) {
+        return false;
+    }
+    let mut distinct: Vec<&DimensionSlice> = all.iter().flat_map(|c| c.slices.iter()).collect();
+    distinct.sort();
+    distinct.dedup();
+    distinct
+        .iter()
+        .enumerate()
+        .all(|(i, a)| distinct[i + 1..].iter().all(|b| !a.overlaps_differently(b)))
+}
+
+/// Units by time range over the whole table on both sides: the chunks' time ranges (both
+/// sides', merged where they overlap), each read from both hypertables with a range condition.
+fn time_range_scans(
+    source: &TimeSeriesTable,
+    target: &TimeSeriesTable,
+    from: Option<i64>,
+    until: Option<i64>,
+    width: Option<i64>,
+    estimate: bool,
+) -> Vec<Scan> {
+    let lo = |v: Option<i64>| v.unwrap_or(i64::MIN);
+    let mut ranges: Vec<(Option<i64>, Option<i64>)> = source
+        .chunks
+        .iter()
+        .chain(&target.chunks)
+        .map(|c| (c.start, c.end))
+        .collect();
+    ranges.sort_by_key(|(a, _)| lo(*a));
+    let mut merged: Vec<(Option<i64>, Option<i64>)> = Vec::new();
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some((_, end)) if end.is_none_or(|e| lo(a) < e) => {
+                *end = match (*end, b) {
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                    _ => None,
+                };
+            }
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
+        .into_iter()
+        .filter_map(|(a, b)| {
+            let (start, end) = (max_opt(a, from), min_opt(b, until));
+            if is_empty_range(start, end) {
+                return None;
+            }
+            let cond = source.range_condition(start, end);
+            let bucket = match width {
+                Some(w) if !estimate => match (start, end) {
+                    (Some(a), Some(b)) if b - a <= w => None,
+                    _ => Some(w),
+                },
+                _ => None,
+            };
+            let label = match (start, end) {
+                (Some(a), Some(b)) => format!(
+                    "{} to {}",
+                    source.time_type.display(a),
+                    source.time_type.display(b)
+                ),
+                (Some(a), None) => format!("from {}", source.time_type.display(a)),
+                (None, Some(b)) => format!("before {}", source.time_type.display(b)),
+                (None, None) => source.table.name.clone(),
+            };
+            Some(Scan {
+                label,
+                source_rel: source.table.clone(),
+                target_rel: target.table.clone(),
+                source_cond: cond.clone(),
+                target_cond: cond,
+                start,
+                end,
+                bucket,
+                whole: false,
+                source_compression: None,
+                target_compression: None,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -441,6 +602,7 @@ mod tests {
                     end: Some(b),
                     is_compressed: false,
                     is_default: false,
+                    slices: Vec::new(),
                 })
                 .collect(),
         }
@@ -491,6 +653,7 @@ mod tests {
             end: None,
             is_compressed: false,
             is_default: true,
+            slices: Vec::new(),
         });
         let mut t = table(vec![(0, 2 * day), (2 * day, 3 * day)]);
         t.chunks.push(s.chunks[2].clone());
@@ -513,6 +676,70 @@ mod tests {
             "{}",
             default.target_cond
         );
+    }
+
+    /// A hypertable with one day in `n` hash slices; chunk names given in order.
+    fn hashed(n: i64, names: &[&str]) -> TimeSeriesTable {
+        let day = DEFAULT_PLAIN_BUCKET_MICROS;
+        let width = i64::from(i32::MAX) / n;
+        let mut t = table(vec![(0, day); n as usize]);
+        t.kind = TableKind::Hypertable;
+        for (i, c) in t.chunks.iter_mut().enumerate() {
+            let i = i as i64;
+            c.relation.name = names[i as usize].to_string();
+            c.slices = vec![DimensionSlice {
+                column: "device".into(),
+                value_expr: "h(device)".into(),
+                start: (i > 0).then_some(i * width),
+                end: (i < n - 1).then_some((i + 1) * width),
+            }];
+        }
+        t
+    }
+
+    #[test]
+    fn space_partitioned_chunks_match_by_every_dimension() {
+        let s = hashed(2, &["s_a", "s_b"]);
+        let mut t = hashed(2, &["t_a", "t_b"]);
+        t.chunks.reverse();
+        let p = plan_table(s, t, &Selection::default(), false).unwrap();
+        let pairs: Vec<(&str, &str)> = p
+            .scans
+            .iter()
+            .map(|s| (s.source_rel.name.as_str(), s.target_rel.name.as_str()))
+            .collect();
+        assert_eq!(pairs, vec![("s_a", "t_a"), ("s_b", "t_b")]);
+        assert!(p.scans.iter().all(|s| s.whole));
+
+        // A missing target chunk is read from the hypertable by time range and slice.
+        let s = hashed(2, &["s_a", "s_b"]);
+        let mut t = hashed(2, &["t_a", "t_b"]);
+        t.chunks.remove(1);
+        let p = plan_table(s, t, &Selection::default(), false).unwrap();
+        assert_eq!(p.scans[1].target_rel.name, "m");
+        assert!(
+            p.scans[1].target_cond.contains("h(device) >= "),
+            "{}",
+            p.scans[1].target_cond
+        );
+
+        // Two hash partitions against three: by time range over whole tables.
+        let p = plan_table(
+            hashed(2, &["s_a", "s_b"]),
+            hashed(3, &["t_a", "t_b", "t_c"]),
+            &Selection::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(p.scans.len(), 1);
+        assert_eq!(
+            (
+                p.scans[0].source_rel.name.as_str(),
+                p.scans[0].target_rel.name.as_str()
+            ),
+            ("m", "m")
+        );
+        assert!(p.notes[0].contains("space partitions"), "{:?}", p.notes);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!  9. shadow reads, and their per-statement summary;
 //! 10. cutover to the target under the writer's load, and a final validation.
 //!
-//!   dualwrite-demo [--rows N] [--days D] [--seconds S] [--keep]
+//!   dualwrite-demo [--rows N] [--days D] [--seconds S] [--keep] [--timescaledb]
+//!
+//! `--timescaledb` runs the runbook on a TimescaleDB source instead (`demo_tsdb`).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +32,7 @@ struct Args {
     days: u32,
     seconds: u64,
     keep: bool,
+    timescaledb: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -38,6 +41,7 @@ fn parse_args() -> Result<Args> {
         days: 90,
         seconds: 5,
         keep: false,
+        timescaledb: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -52,11 +56,14 @@ fn parse_args() -> Result<Args> {
             "--days" => args.days = value("--days")?.clamp(2, 3650) as u32,
             "--seconds" => args.seconds = value("--seconds")?.max(1),
             "--keep" => args.keep = true,
+            "--timescaledb" => args.timescaledb = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: dualwrite-demo [--rows N (1000000)] [--days D (90)] [--seconds S (5)] [--keep]\n\
+                    "usage: dualwrite-demo [--rows N (1000000)] [--days D (90)] [--seconds S (5)] [--keep] [--timescaledb]\n\
                      Runs the whole migration on two throwaway local clusters: N history rows over D days,\n\
-                     S seconds of shadow reads; --keep leaves everything running and prints how to connect."
+                     S seconds of shadow reads; --keep leaves everything running and prints how to connect.\n\
+                     --timescaledb: the runbook on a TimescaleDB source instead (hypertable with compressed\n\
+                     chunks, stacked continuous aggregates, policies; needs TimescaleDB, scripts/setup.sh)."
                 );
                 std::process::exit(0);
             }
@@ -288,6 +295,12 @@ fn start_reader(
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
+    if args.timescaledb {
+        if !dualwrite_tests::demo_tsdb::run(args.seconds).await? {
+            bail!("the target does not match the source");
+        }
+        return Ok(());
+    }
     let total = Instant::now();
     println!("dualwrite demo: the whole migration runbook on two throwaway local clusters");
 

@@ -104,6 +104,11 @@ pub struct UnitReport {
     pub rows: Vec<RowDiff>,
     /// Whether more differing rows exist than are listed.
     pub rows_truncated: bool,
+    /// TimescaleDB: the source chunk's compression (`none`, `partial`, `full`); `null` when
+    /// the unit is not a chunk.
+    pub source_compression: Option<dualwrite_common::catalog::Compression>,
+    /// TimescaleDB: the target chunk's compression.
+    pub target_compression: Option<dualwrite_common::catalog::Compression>,
 }
 
 /// suggest-t's answer for one table.

@@ -8,11 +8,75 @@ use super::{CommandKind, Report, RowDiff, RowDiffKind, Status, TableReport, Unit
 /// Equal units listed per table before the rest are summarised in one line.
 const MAX_EQUAL_LISTED: usize = 40;
 
+/// suggest-t: buckets shown at each end of a run of buckets with the same status.
+const SUGGEST_RUN_EDGE: usize = 3;
+
 fn value(v: &Option<String>) -> String {
     match v {
         Some(s) => format!("{s:?}"),
         None => "NULL".into(),
     }
+}
+
+/// TimescaleDB chunks: how many are compressed on each side, and those whose state differs.
+fn compression_line(t: &TableReport) -> Option<String> {
+    use dualwrite_common::catalog::Compression;
+    let chunks: Vec<&UnitReport> = t
+        .units
+        .iter()
+        .filter(|u| u.source_compression.is_some() || u.target_compression.is_some())
+        .collect();
+    if chunks.is_empty() {
+        return None;
+    }
+    let count = |f: &dyn Fn(&UnitReport) -> Option<Compression>, c: Compression| {
+        chunks.iter().filter(|u| f(u) == Some(c)).count()
+    };
+    let differ: Vec<String> = chunks
+        .iter()
+        .filter(|u| {
+            // Compressed on the source (even with rows added since): fully on the target.
+            let want = u.source_compression.unwrap_or(Compression::None) != Compression::None;
+            let have = u.target_compression.unwrap_or(Compression::None);
+            if want {
+                have != Compression::Full
+            } else {
+                have != Compression::None
+            }
+        })
+        .map(|u| {
+            format!(
+                "{} ({} -> {})",
+                u.label,
+                u.source_compression.unwrap_or(Compression::None).word(),
+                u.target_compression.unwrap_or(Compression::None).word()
+            )
+        })
+        .collect();
+    let mut line = format!(
+        "  compression: source {} of {} chunks compressed; target {} compressed, {} partially",
+        count(&|u| u.source_compression, Compression::Full)
+            + count(&|u| u.source_compression, Compression::Partial),
+        chunks.len(),
+        count(&|u| u.target_compression, Compression::Full),
+        count(&|u| u.target_compression, Compression::Partial),
+    );
+    if differ.is_empty() {
+        line.push_str("; every chunk as on the source");
+    } else {
+        line.push_str(&format!(
+            "; {} differ ({}{}; `dualwrite-backfill compress` fixes them)",
+            differ.len(),
+            differ
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if differ.len() > 5 { ", ..." } else { "" }
+        ));
+    }
+    Some(line)
 }
 
 fn row_line(t: &TableReport, r: &RowDiff) -> String {
@@ -105,6 +169,9 @@ pub fn render(report: &Report) -> String {
         for n in &t.notes {
             let _ = writeln!(out, "  note: {n}");
         }
+        if let Some(line) = compression_line(t) {
+            let _ = writeln!(out, "{line}");
+        }
         if let Some(s) = &t.suggestion {
             match &s.candidate {
                 Some(c) => {
@@ -126,8 +193,46 @@ pub fn render(report: &Report) -> String {
         if !suggest {
             units.sort_by_key(|u| u.status);
         }
+        // suggest-t over months in fine buckets has thousands of them: long runs of one status
+        // show their first and last buckets and a line for the rest.
+        let mut elided: Vec<(usize, String)> = Vec::new();
         let shown: Vec<&UnitReport> = if suggest {
-            units.clone()
+            let mut kept = Vec::new();
+            let mut i = 0;
+            while i < units.len() {
+                let mut j = i;
+                while j < units.len() && units[j].status == units[i].status {
+                    j += 1;
+                }
+                let run = &units[i..j];
+                if run.len() > 2 * SUGGEST_RUN_EDGE + 1 {
+                    kept.extend_from_slice(&run[..SUGGEST_RUN_EDGE]);
+                    let middle = &run[SUGGEST_RUN_EDGE..run.len() - SUGGEST_RUN_EDGE];
+                    let first = middle.first().map(|u| u.start.clone()).unwrap_or_default();
+                    let last = middle.last().map(|u| u.end.clone()).unwrap_or_default();
+                    elided.push((
+                        kept.len(),
+                        format!(
+                            "  ... {} more {} buckets from {} to {} (source {} rows, target {} rows; --format json lists every bucket)",
+                            middle.len(),
+                            match units[i].status {
+                                Status::Equal => "equal",
+                                Status::WithinTolerance => "within-tolerance",
+                                Status::Differ => "differing",
+                            },
+                            first.as_deref().unwrap_or("-infinity"),
+                            last.as_deref().unwrap_or("+infinity"),
+                            middle.iter().map(|u| u.source_rows).sum::<i64>(),
+                            middle.iter().map(|u| u.target_rows).sum::<i64>(),
+                        ),
+                    ));
+                    kept.extend_from_slice(&run[run.len() - SUGGEST_RUN_EDGE..]);
+                } else {
+                    kept.extend_from_slice(run);
+                }
+                i = j;
+            }
+            kept
         } else {
             units
                 .iter()
@@ -142,7 +247,11 @@ pub fn render(report: &Report) -> String {
                 )
                 .collect()
         };
-        let hidden = units.len() - shown.len();
+        let hidden = if suggest {
+            0
+        } else {
+            units.len() - shown.len()
+        };
         let headers = [
             "unit",
             "range",
@@ -187,7 +296,10 @@ pub fn render(report: &Report) -> String {
             )
         };
         let _ = writeln!(out, "{}", line(&headers.map(String::from)).trim_end());
-        for (u, c) in shown.iter().zip(&cells) {
+        for (k, (u, c)) in shown.iter().zip(&cells).enumerate() {
+            for (_, text) in elided.iter().filter(|(at, _)| *at == k) {
+                let _ = writeln!(out, "{text}");
+            }
             let _ = writeln!(out, "{}", line(c).trim_end());
             if u.status == Status::Differ
                 && u.source_digest.is_some()
@@ -271,6 +383,8 @@ pub(crate) mod tests {
             target_digest: None,
             rows: Vec::new(),
             rows_truncated: false,
+            source_compression: None,
+            target_compression: None,
         };
         let mut bad = unit("m_1", 3, 2, Status::Differ);
         let v = |x: &str| Some(x.to_string());
