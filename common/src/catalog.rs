@@ -649,11 +649,33 @@ impl Compression {
     }
 }
 
-/// Every chunk's compression state, by chunk (compressed chunks' internal tables excluded).
-/// Empty without TimescaleDB.
-pub async fn chunk_compression(
+/// Joins `_timescaledb_catalog.chunk ch` to its table (`pg_class cl`, `pg_namespace n`).
+const CHUNK_BY_RELID: &str =
+    "JOIN pg_class cl ON cl.oid = ch.relid JOIN pg_namespace n ON n.oid = cl.relnamespace";
+/// The same for TimescaleDB versions whose chunk catalog names its table instead.
+const CHUNK_BY_NAME: &str = "JOIN pg_namespace n ON n.nspname = ch.schema_name
+     JOIN pg_class cl ON cl.relnamespace = n.oid AND cl.relname = ch.table_name";
+
+/// Whether TimescaleDB's catalog table `table` has `column` (its layout changes across
+/// versions).
+async fn catalog_has_column(
     client: &Client,
-) -> Result<std::collections::HashMap<QualifiedName, Compression>, tokio_postgres::Error> {
+    table: &str,
+    column: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = $1::text::regclass
+               AND attname = $2 AND NOT attisdropped",
+            &[&table, &column],
+        )
+        .await?
+        .is_some())
+}
+
+/// How this TimescaleDB's chunk catalog joins to the chunks' tables; `None` without
+/// TimescaleDB.
+async fn chunk_join(client: &Client) -> Result<Option<&'static str>, tokio_postgres::Error> {
     let has_tsdb = client
         .query_opt(
             "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'",
@@ -662,21 +684,23 @@ pub async fn chunk_compression(
         .await?
         .is_some();
     if !has_tsdb {
-        return Ok(Default::default());
+        return Ok(None);
     }
-    let chunk_has_relid = client
-        .query_opt(
-            "SELECT 1 FROM pg_attribute WHERE attrelid = '_timescaledb_catalog.chunk'::regclass
-               AND attname = 'relid' AND NOT attisdropped",
-            &[],
-        )
-        .await?
-        .is_some();
-    let chunk_rel = if chunk_has_relid {
-        "JOIN pg_class cl ON cl.oid = ch.relid JOIN pg_namespace n ON n.oid = cl.relnamespace"
+    let by_relid = catalog_has_column(client, "_timescaledb_catalog.chunk", "relid").await?;
+    Ok(Some(if by_relid {
+        CHUNK_BY_RELID
     } else {
-        "JOIN pg_namespace n ON n.nspname = ch.schema_name
-         JOIN pg_class cl ON cl.relnamespace = n.oid AND cl.relname = ch.table_name"
+        CHUNK_BY_NAME
+    }))
+}
+
+/// Every chunk's compression state, by chunk (compressed chunks' internal tables excluded).
+/// Empty without TimescaleDB.
+pub async fn chunk_compression(
+    client: &Client,
+) -> Result<std::collections::HashMap<QualifiedName, Compression>, tokio_postgres::Error> {
+    let Some(chunk_rel) = chunk_join(client).await? else {
+        return Ok(Default::default());
     };
     let rows = client
         .query(
@@ -710,29 +734,8 @@ pub struct PreCompression {
 pub async fn compressed_row_counts(
     client: &Client,
 ) -> Result<std::collections::HashMap<QualifiedName, PreCompression>, tokio_postgres::Error> {
-    let has_tsdb = client
-        .query_opt(
-            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'",
-            &[],
-        )
-        .await?
-        .is_some();
-    if !has_tsdb {
+    let Some(chunk_rel) = chunk_join(client).await? else {
         return Ok(Default::default());
-    }
-    let chunk_has_relid = client
-        .query_opt(
-            "SELECT 1 FROM pg_attribute WHERE attrelid = '_timescaledb_catalog.chunk'::regclass
-               AND attname = 'relid' AND NOT attisdropped",
-            &[],
-        )
-        .await?
-        .is_some();
-    let chunk_rel = if chunk_has_relid {
-        "JOIN pg_class cl ON cl.oid = ch.relid JOIN pg_namespace n ON n.oid = cl.relnamespace"
-    } else {
-        "JOIN pg_namespace n ON n.nspname = ch.schema_name
-         JOIN pg_class cl ON cl.relnamespace = n.oid AND cl.relname = ch.table_name"
     };
     let rows = client
         .query(
@@ -768,23 +771,16 @@ async fn space_slices(
     table: &QualifiedName,
     time_column: &str,
 ) -> Result<std::collections::HashMap<QualifiedName, Vec<DimensionSlice>>, CatalogError> {
-    let slice_has_chunk = client
-        .query_opt(
-            "SELECT 1 FROM pg_attribute WHERE attrelid = '_timescaledb_catalog.dimension_slice'::regclass
-               AND attname = 'chunk_id' AND NOT attisdropped",
-            &[],
-        )
-        .await?
-        .is_some();
+    let slice_has_chunk =
+        catalog_has_column(client, "_timescaledb_catalog.dimension_slice", "chunk_id").await?;
     let (chunk_rel, slice_join) = if slice_has_chunk {
         (
-            "JOIN pg_class cl ON cl.oid = ch.relid JOIN pg_namespace n ON n.oid = cl.relnamespace",
+            CHUNK_BY_RELID,
             "JOIN _timescaledb_catalog.dimension_slice ds ON ds.chunk_id = ch.id",
         )
     } else {
         (
-            "JOIN pg_namespace n ON n.nspname = ch.schema_name
-             JOIN pg_class cl ON cl.relnamespace = n.oid AND cl.relname = ch.table_name",
+            CHUNK_BY_NAME,
             "JOIN _timescaledb_catalog.chunk_constraint cc ON cc.chunk_id = ch.id
              JOIN _timescaledb_catalog.dimension_slice ds ON ds.id = cc.dimension_slice_id",
         )
