@@ -142,13 +142,7 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         }
         return s;
     }
-    let mut s = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        s.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    s
+    dualwrite_common::connect::with_causes(e)
 }
 
 /// The SQLSTATE of a database error.

@@ -54,8 +54,13 @@ pub fn describe_error(e: &tokio_postgres::Error) -> String {
         }
         return s;
     }
+    with_causes(e)
+}
+
+/// An error and its causes, one after the other, as one line.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
-    let mut cause = std::error::Error::source(e);
+    let mut cause = e.source();
     while let Some(c) = cause {
         s.push_str(&format!(": {c}"));
         cause = c.source();
