@@ -362,20 +362,25 @@ pub struct Settings {
     pub config_path: Option<PathBuf>,
 }
 
+/// The file with `DUALWRITE__*` environment overrides, not resolved yet.
+fn read_file(path: &Path) -> Result<config::Config, ConfigError> {
+    if !path.exists() {
+        return Err(ConfigError::Load(format!(
+            "config file {} does not exist",
+            path.display()
+        )));
+    }
+    config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(env_source())
+        .build()
+        .map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))
+}
+
 impl Settings {
     /// Load a file, apply `DUALWRITE__*` environment overrides, and resolve.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        if !path.exists() {
-            return Err(ConfigError::Load(format!(
-                "config file {} does not exist",
-                path.display()
-            )));
-        }
-        let built = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(env_source())
-            .build()
-            .map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))?;
+        let built = read_file(path)?;
         let mut s = Self::from_built(built)?;
         s.config_path = Some(path.to_path_buf());
         Ok(s)
@@ -385,17 +390,7 @@ impl Settings {
     /// a running proxy (`status`, `set`, `cutover`): they need no backend passwords, so
     /// `password_env` variables unset in their shell are not an error.
     pub fn load_admin_listen(path: &Path) -> Result<Option<SocketAddr>, ConfigError> {
-        if !path.exists() {
-            return Err(ConfigError::Load(format!(
-                "config file {} does not exist",
-                path.display()
-            )));
-        }
-        let built = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(env_source())
-            .build()
-            .map_err(|e| ConfigError::Load(format!("{}: {e}", path.display())))?;
+        let built = read_file(path)?;
         let text = match built.get_string("admin_listen") {
             Ok(t) => t,
             Err(config::ConfigError::NotFound(_)) => default_admin_listen(),
