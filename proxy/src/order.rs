@@ -215,11 +215,6 @@ impl CommitOrder {
         }
     }
 
-    /// How long an acknowledged unit waits for units in flight whose key is not known yet.
-    pub fn bound(&self) -> Duration {
-        self.bound
-    }
-
     /// Whether keys can be read on the primary (`target`: the target is the primary).
     pub fn wal_keys(&self, target: bool) -> bool {
         self.wal_keys[target as usize].load(Ordering::Relaxed)

@@ -287,8 +287,12 @@ async fn client_to_backend(
     shared: &Shared,
     secondary: Option<&Secondary>,
 ) -> End {
-    let max = shared.settings().max_message_bytes;
-    let shadow_queue = shared.settings().shadow_queue;
+    let settings = shared.settings();
+    let max = settings.max_message_bytes;
+    let shadow_queue = settings.shadow_queue;
+    // Not a live setting: a restart applies a change (see `order`).
+    let keyed_order = settings.commit_order == CommitOrderMode::Wal;
+    drop(settings);
     let m = &shared.metrics;
     // Created once: polling a fresh `cancelled()` per message would register and unregister a
     // waiter on a token every session shares.
@@ -416,8 +420,7 @@ async fn client_to_backend(
             if secondary.is_some() {
                 builder.shadow_rate = shared.shadow.rate();
                 let target = flow.primary_target.load(Ordering::Acquire);
-                let wal_keys = shared.settings().commit_order == CommitOrderMode::Wal
-                    && shared.order.wal_keys(target);
+                let wal_keys = keyed_order && shared.order.wal_keys(target);
                 // Where the unit being read began, when that is in this chunk (nothing of the
                 // proxy's own may go in the middle of a unit already partly sent).
                 let mut unit_start: Option<usize> = None;

@@ -912,7 +912,7 @@ impl Worker {
             Ok(sec) => match sec.error() {
                 Some((code, message)) => {
                     let reason = format!("{code} {message}");
-                    self.count_failure(&reason, &u.text);
+                    self.count_failure("error", &reason, &u.text);
                     self.journal_units(std::slice::from_ref(&u), &reason).await;
                 }
                 None => {
@@ -972,8 +972,9 @@ impl Worker {
         }
     }
 
-    fn count_failure(&self, reason: &str, statement: &str) {
-        metrics::counter!("dualwrite_secondary_failures_total", "kind" => "error").increment(1);
+    /// A statement the primary applied failed on the secondary (`kind`: `error`, or `copy`).
+    fn count_failure(&self, kind: &'static str, reason: &str, statement: &str) {
+        metrics::counter!("dualwrite_secondary_failures_total", "kind" => kind).increment(1);
         self.shared
             .dual
             .secondary_failures
@@ -1094,7 +1095,7 @@ impl Worker {
         }
         if let Err(f) = self.send_txn(true).await {
             if let Some(statement) = &f.statement {
-                self.count_failure(&f.reason, statement);
+                self.count_failure("error", &f.reason, statement);
             }
             self.journal_txn(&f.reason, f.in_doubt).await;
         }
@@ -1659,9 +1660,7 @@ impl Worker {
                     }
                     Some((code, message)) => {
                         let reason = format!("{code} {message}");
-                        self.count_failure(&reason, &state.unit.text);
-                        metrics::counter!("dualwrite_secondary_failures_total", "kind" => "copy")
-                            .increment(1);
+                        self.count_failure("copy", &reason, &state.unit.text);
                         self.copy_missed(whole, complete, &reason, false, too_large.clone())
                             .await;
                         return;
@@ -1688,7 +1687,7 @@ impl Worker {
                 None => self.applied(&state.unit, &o, &sec).await,
                 Some((code, message)) => {
                     let reason = format!("{code} {message}");
-                    self.count_failure(&reason, &state.unit.text);
+                    self.count_failure("copy", &reason, &state.unit.text);
                     self.copy_missed(whole, true, &reason, false, String::new())
                         .await;
                 }
