@@ -139,6 +139,44 @@ pub async fn copy(pair: &Pair, extra: &[&str]) -> ExitCode {
     run(&args).await
 }
 
+/// `schema --roles --privileges` from the pair's source to its target (the runbook's step 3),
+/// asserting that it succeeds.
+pub fn clone_schema(pair: &Pair) {
+    let workdir = tempfile::tempdir().expect("temp dir");
+    let wd = workdir.path().join("wd");
+    let (s, t) = (pair.source_url(), pair.target_url());
+    let (code, out, err) = outcome(&[
+        "schema",
+        "--source",
+        &s,
+        "--target",
+        &t,
+        "--roles",
+        "--privileges",
+        "--workdir",
+        wd.to_str().expect("utf-8 temp path"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// The start of today (UTC) on the source: a T below which a layout's history lies.
+pub fn start_of_today(pair: &Pair) -> String {
+    pair.source.psql(
+        &pair.db,
+        "SET TimeZone = 'UTC'; SELECT date_trunc('day', now())::text",
+    )
+}
+
+/// `copy` of everything below `until`, in-process, asserting that it succeeds.
+pub async fn copy_until(pair: &Pair, until: &str) {
+    let (s, t) = (pair.source_url(), pair.target_url());
+    let code = run(&[
+        "copy", "--source", &s, "--target", &t, "--until", until, "-q",
+    ])
+    .await;
+    assert_eq!(format!("{code:?}"), format!("{:?}", ExitCode::SUCCESS));
+}
+
 /// The binary as a command.
 pub fn command() -> Command {
     Command::new(bins::binary("dualwrite-backfill", "dualwrite-backfill"))

@@ -6,6 +6,7 @@
 //! - `backfill_util`: a time-series source for `dualwrite-backfill`, row digests, running it.
 //! - `bins`: the workspace binaries, built on demand, for tests that run processes.
 //! - `certs`: a throwaway CA and server certificate (openssl).
+//! - `clients`: the client drivers the tests run through the proxy, and their applications.
 //! - `demo_tsdb`: `dualwrite-demo --timescaledb`, the runbook on a TimescaleDB source.
 //! - `pair`: a source and a target cluster with a fresh database each.
 //! - `proxy`: `dualwrite-proxy` started in-process on free ports.
@@ -22,6 +23,7 @@
 pub mod backfill_util;
 pub mod bins;
 pub mod certs;
+pub mod clients;
 pub mod cluster;
 pub mod demo_tsdb;
 pub mod faults;

@@ -90,6 +90,18 @@ async fn wait_settled(d: &DualWrite, secs: u64) -> serde_json::Value {
     .await
 }
 
+/// Once every commit is applied: the secondary attached, nothing journaled, no failure and no
+/// divergence, and both databases identical; returns the tables.
+async fn assert_never_detached_and_identical(d: &DualWrite) -> BTreeMap<String, String> {
+    let status = wait_settled(d, 60).await;
+    let dw = &status["dual_write"];
+    assert_eq!(dw["secondary_attached"], true, "{status}");
+    assert_eq!(dw["journal"]["missed"], 0, "nothing journaled: {status}");
+    assert_eq!(dw["secondary_failures"], 0, "{status}");
+    assert_eq!(dw["divergences"], 0, "{status}");
+    assert_identical(d, 30).await
+}
+
 /// One session's mix of DDL and DML on three shared tables and the order witness. Errors
 /// (a table another session just dropped, a column that exists, a deadlock) are the
 /// primary's answers, as an application would see them directly. Returns (ok, failed).
@@ -188,13 +200,7 @@ async fn sixteen_sessions_of_ddl_and_dml_on_shared_tables_end_identical() {
         "only {ok} statements succeeded ({failed} failed)"
     );
 
-    let status = wait_settled(&d, 60).await;
-    let dw = &status["dual_write"];
-    assert_eq!(dw["secondary_attached"], true, "{status}");
-    assert_eq!(dw["journal"]["missed"], 0, "nothing journaled: {status}");
-    assert_eq!(dw["secondary_failures"], 0, "{status}");
-    assert_eq!(dw["divergences"], 0, "{status}");
-    let tables = assert_identical(&d, 30).await;
+    let tables = assert_never_detached_and_identical(&d).await;
     let ord = tables.get("ord").expect("ord");
     assert!(
         !ord.starts_with("(n bigint, session integer, i integer) 0 "),
@@ -324,30 +330,19 @@ async fn asyncpg_and_psycopg_pools_sharing_table_names_end_identical() {
              ALTER TABLE w{w} OWNER TO app"
         ));
     }
-    let clients = std::env::var_os("DW_CLIENTS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/opt/dualwrite-clients".into())
-        .join("python");
-    for package in ["asyncpg", "psycopg"] {
-        assert!(
-            clients.join(package).exists(),
-            "{package} is not installed under {}: run scripts/setup.sh",
-            clients.display()
-        );
-    }
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/order_workload.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .env("PYTHONPATH", &clients)
-        .env("DW_HOST", "127.0.0.1")
-        .env("DW_PORT", d.proxy.port().to_string())
-        .env("DW_USER", dualwrite_tests::proxy::APP_USER)
-        .env("DW_PASSWORD", dualwrite_tests::proxy::APP_PASSWORD)
-        .env("DW_DB", "app")
-        .env("DW_ROUNDS", "60")
-        .output()
-        .await
-        .expect("running python3");
+    let out = dualwrite_tests::clients::python(
+        &[("asyncpg", "asyncpg"), ("psycopg", "psycopg 3")],
+        "order_workload.py",
+    )
+    .env("DW_HOST", "127.0.0.1")
+    .env("DW_PORT", d.proxy.port().to_string())
+    .env("DW_USER", dualwrite_tests::proxy::APP_USER)
+    .env("DW_PASSWORD", dualwrite_tests::proxy::APP_PASSWORD)
+    .env("DW_DB", "app")
+    .env("DW_ROUNDS", "60")
+    .output()
+    .await
+    .expect("running python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -361,12 +356,6 @@ async fn asyncpg_and_psycopg_pools_sharing_table_names_end_identical() {
         .unwrap_or_else(|| panic!("unexpected output: {stdout}"));
     assert!(ok > 300, "only {ok} operations succeeded: {stdout}");
 
-    let status = wait_settled(&d, 60).await;
-    let dw = &status["dual_write"];
-    assert_eq!(dw["secondary_attached"], true, "{status}");
-    assert_eq!(dw["journal"]["missed"], 0, "nothing journaled: {status}");
-    assert_eq!(dw["secondary_failures"], 0, "{status}");
-    assert_eq!(dw["divergences"], 0, "{status}");
-    let tables = assert_identical(&d, 30).await;
+    let tables = assert_never_detached_and_identical(&d).await;
     assert!(tables.contains_key("ord"), "{tables:?}");
 }

@@ -15,6 +15,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use dualwrite_tests::certs::TestCerts;
+use dualwrite_tests::clients::{self, app, require};
 use dualwrite_tests::proxy::{DualWrite, APP_PASSWORD, APP_USER};
 
 #[derive(Clone, Copy, Debug)]
@@ -27,34 +28,9 @@ enum Driver {
     Jdbc,
 }
 
-fn clients_dir() -> PathBuf {
-    std::env::var_os("DW_CLIENTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/dualwrite-clients"))
-}
-
-fn app(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("clients")
-        .join(name)
-}
-
-fn require(path: PathBuf, what: &str) -> PathBuf {
-    assert!(
-        path.exists(),
-        "{what} is not installed ({} is missing): run scripts/setup.sh",
-        path.display()
-    );
-    path
-}
-
 /// `python3 APP` with the drivers' directory on its path (checking `package` is there).
 fn python(package: &str, what: &str, script: &str) -> tokio::process::Command {
-    let lib = clients_dir().join("python");
-    require(lib.join(package), what);
-    let mut c = tokio::process::Command::new("python3");
-    c.arg(app(script)).env("PYTHONPATH", lib);
-    c
+    clients::python(&[(package, what)], script)
 }
 
 /// How many executions of `statement` the shadow report compared (0 when absent).
@@ -88,7 +64,7 @@ impl Driver {
             Driver::Psycopg => python("psycopg", "psycopg 3", "psycopg_app.py"),
             Driver::Asyncpg => python("asyncpg", "asyncpg", "asyncpg_app.py"),
             Driver::NodePostgres => {
-                let lib = clients_dir().join("node/node_modules");
+                let lib = clients::dir().join("node/node_modules");
                 require(lib.join("pg"), "node-postgres");
                 let mut c = tokio::process::Command::new("node");
                 c.arg(app("node_app.js")).env("NODE_PATH", lib);

@@ -3,7 +3,7 @@
 //! rerun finds nothing left; the validator reports each chunk's compression on both sides.
 
 use dualwrite_common::catalog::Compression;
-use dualwrite_tests::backfill_util::{outcome, run};
+use dualwrite_tests::backfill_util::{clone_schema, copy_until, outcome, start_of_today};
 use dualwrite_tests::validator_util::run_on;
 use dualwrite_tests::Pair;
 use dualwrite_validator::report::Status;
@@ -16,33 +16,9 @@ const STATES: &str = "SELECT string_agg(c.chunk_name || ':' || ch.status, ',' OR
 #[tokio::test]
 async fn compress_matches_the_sources_compressed_chunks() {
     let pair = Pair::start_runbook_layout();
-    let workdir = tempfile::tempdir().unwrap();
-    let wd = workdir.path().join("wd");
     let (s, t) = (pair.source_url(), pair.target_url());
-    let (code, out, err) = outcome(&[
-        "schema",
-        "--source",
-        &s,
-        "--target",
-        &t,
-        "--roles",
-        "--privileges",
-        "--workdir",
-        wd.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    let until = pair.source.psql(
-        &pair.db,
-        "SET TimeZone = 'UTC'; SELECT date_trunc('day', now())::text",
-    );
-    let code = run(&[
-        "copy", "--source", &s, "--target", &t, "--until", &until, "-q",
-    ])
-    .await;
-    assert_eq!(
-        format!("{code:?}"),
-        format!("{:?}", std::process::ExitCode::SUCCESS)
-    );
+    clone_schema(&pair);
+    copy_until(&pair, &start_of_today(&pair)).await;
 
     // The validator sees the data equal and the compression not.
     let r = run_on(&pair, "counts", &[]).await.unwrap();

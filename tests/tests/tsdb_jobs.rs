@@ -2,7 +2,7 @@
 //! are refreshed in dependency order, a job paused on the source stays paused, next starts are
 //! carried from the source, and jobs already due start staggered, not all at once.
 
-use dualwrite_tests::backfill_util::{outcome, run};
+use dualwrite_tests::backfill_util::{clone_schema, copy_until, outcome, start_of_today};
 use dualwrite_tests::Pair;
 
 const JOBS: &str = "SELECT string_agg(format('%s %s %s %s', job_id, owner, scheduled, next_start), E'\\n' ORDER BY job_id)
@@ -34,33 +34,9 @@ async fn enable_keeps_the_sources_schedules_and_refreshes_in_dependency_order() 
         "every job has a next start: {source_jobs}"
     );
 
-    let workdir = tempfile::tempdir().unwrap();
-    let wd = workdir.path().join("wd");
-    let (s, t) = (pair.source_url(), pair.target_url());
-    let (code, out, err) = outcome(&[
-        "schema",
-        "--source",
-        &s,
-        "--target",
-        &t,
-        "--roles",
-        "--privileges",
-        "--workdir",
-        wd.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    let until = pair.source.psql(
-        &pair.db,
-        "SET TimeZone = 'UTC'; SELECT date_trunc('day', now())::text",
-    );
-    let code = run(&[
-        "copy", "--source", &s, "--target", &t, "--until", &until, "-q",
-    ])
-    .await;
-    assert_eq!(
-        format!("{code:?}"),
-        format!("{:?}", std::process::ExitCode::SUCCESS)
-    );
+    let t = pair.target_url();
+    clone_schema(&pair);
+    copy_until(&pair, &start_of_today(&pair)).await;
     assert_eq!(
         pair.target
             .psql(&pair.db, "SELECT count(*) FROM app.metrics"),

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use dualwrite_tests::backfill_util::outcome;
+use dualwrite_tests::backfill_util::{clone_schema, outcome, start_of_today};
 use dualwrite_tests::bins::binary;
 use dualwrite_tests::tsdb::RUNBOOK_METRICS_ROWS;
 use dualwrite_tests::validator_util::run_on;
@@ -32,27 +32,11 @@ fn dry_run_counts_compressed_chunks_and_notices_have_no_colour_codes() {
         "SELECT count(*) FROM timescaledb_information.chunks WHERE is_compressed",
     );
     assert_eq!(compressed, "16");
-    let workdir = tempfile::tempdir().unwrap();
-    let wd = workdir.path().join("wd");
     let (s, t) = (pair.source_url(), pair.target_url());
-    let (code, out, err) = outcome(&[
-        "schema",
-        "--source",
-        &s,
-        "--target",
-        &t,
-        "--roles",
-        "--privileges",
-        "--workdir",
-        wd.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    clone_schema(&pair);
     // Statistics as a production source has them.
     pair.source.psql(&pair.db, "ANALYZE");
-    let until = pair.source.psql(
-        &pair.db,
-        "SET TimeZone = 'UTC'; SELECT date_trunc('day', now())::text",
-    );
+    let until = start_of_today(&pair);
     let (code, out, err) = outcome(&[
         "copy",
         "--source",

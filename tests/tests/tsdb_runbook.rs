@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use dualwrite_tests::backfill_util::{outcome, run};
+use dualwrite_tests::backfill_util::{clone_schema, outcome, run, start_of_today};
 use dualwrite_tests::proxy::{client, ProxyHandle};
 use dualwrite_tests::validator_util::run_on;
 use dualwrite_tests::Pair;
@@ -42,20 +42,7 @@ async fn runbook_through_the_dual_writing_proxy_leaves_the_target_identical() {
     assert_eq!(pending, "0", "{}", pair.source.psql(&pair.db, JOBS));
 
     // Step 3: roles, schema, privileges.
-    let workdir = tempfile::tempdir().unwrap();
-    let wd = workdir.path().join("wd");
-    let (code, out, err) = outcome(&[
-        "schema",
-        "--source",
-        &s,
-        "--target",
-        &t,
-        "--roles",
-        "--privileges",
-        "--workdir",
-        wd.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    clone_schema(&pair);
 
     // Steps 2 and 4: the application (as app_owner) writes through the proxy to both.
     let journal = tempfile::tempdir().unwrap();
@@ -68,10 +55,7 @@ async fn runbook_through_the_dual_writing_proxy_leaves_the_target_identical() {
     let proxy = ProxyHandle::start(&toml).await;
     let app = client(&proxy.url("app_owner", "owner-pw", &pair.db)).await;
     // T: the start of today; the history below it exists on the source only.
-    let t_value = pair.source.psql(
-        &pair.db,
-        "SET TimeZone = 'UTC'; SELECT date_trunc('day', now())::text",
-    );
+    let t_value = start_of_today(&pair);
     app.batch_execute(&format!(
         "INSERT INTO app.metrics
          SELECT '{t_value}'::timestamptz + i * interval '1 minute', i % 4, i * 0.5, 'live ' || i
