@@ -143,6 +143,10 @@ pub struct CopyArgs {
     /// workers (the shared one holds back vacuum on the source while the copy runs).
     #[arg(long)]
     pub no_shared_snapshot: bool,
+    /// Do not ANALYZE the copied tables on the target once every unit is done (by default
+    /// they are, so the target plans queries with statistics before it serves reads).
+    #[arg(long)]
+    pub no_analyze: bool,
     /// No progress bar or progress lines (the summary is still printed).
     #[arg(long, short)]
     pub quiet: bool,

@@ -243,11 +243,33 @@ pub async fn run(args: CopyArgs) -> crate::Result<ExitCode> {
     if running > 0 {
         println!("{running} units are being copied by other workers");
     }
+    if failed == 0 && left == 0 && running == 0 && !args.no_analyze {
+        analyze(&target, &prepared.tables).await?;
+    }
     Ok(if failed > 0 || left > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// ANALYZE each copied table on the target. Rows written by COPY leave the planner without
+/// statistics until autovacuum's threshold is crossed and its next round comes: until then
+/// the target may plan the application's reads worse than the source does.
+async fn analyze(target: &Client, tables: &[TimeSeriesTable]) -> crate::Result<()> {
+    for t in tables {
+        let started = std::time::Instant::now();
+        target
+            .batch_execute(&format!("ANALYZE {}", t.table.quoted()))
+            .await
+            .map_err(query_err(Side::Target, "analyzing the copied tables"))?;
+        println!(
+            "analyzed {} on the target in {:.1}s",
+            t.table,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 /// Checks and planning; nothing is written.

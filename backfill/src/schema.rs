@@ -96,6 +96,8 @@ pub async fn run(args: SchemaArgs) -> crate::Result<ExitCode> {
         "--no-tablespaces",
         "--no-owner",
         "--no-privileges",
+        // The proxy's bookkeeping (journal replay and commit markers), never the application's.
+        "--exclude-schema=_dualwrite",
     ]);
     for pattern in exclude_data_patterns(tsdb.is_some(), &series) {
         cmd.arg(format!("--exclude-table-data={pattern}"));
@@ -290,7 +292,7 @@ async fn check(
             "SELECT n.nspname::text || '.' || c.relname::text FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-                AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_dualwrite_backfill')
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_dualwrite_backfill', '_dualwrite')
                 AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT LIKE '\\_timescaledb%'
                 AND n.nspname NOT LIKE 'timescaledb\\_%'
                 AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
