@@ -2,73 +2,57 @@
 //! its database. In `primary-only` mode it is a faithful pass-through to the primary.
 //!
 //! # Layout
-//! - `config`: the TOML file and `DUALWRITE__*` overrides, resolved into `Settings`.
-//! - `server`: the accept loop, connection limit and ordered shutdown.
-//! - `session`: one client: startup, TLS, authentication, backend session, relay.
-//! - `relay`: forwarding frames both ways without re-encoding them; routing writes.
-//! - `unit`: the units the secondary replays (writes and session state), per statement.
-//! - `order`: the primary's commit order, which the secondary commits in and the journal follows.
-//! - `secondary`: a session's secondary backend: ordered replay, transactions, journaling.
-//! - `copytrack`: which Syncs the server ignores during an extended-protocol COPY.
-//! - `lane`: shared secondary sessions for the shadow reads of sessions without state of their own.
-//! - `outcome`: what a backend answered to a unit (tags, row digests, status).
-//! - `cutover`: pausing between transactions, swapping primary and secondary, live changes.
-//! - `state`: the live state persisted next to the journal (mode, primary, history).
-//! - `dual`: proxy-wide dual-write state (attachment, first writes, divergences).
-//! - `protocol`: framing, startup packets, and the few messages the proxy writes itself.
-//! - `auth`: client authentication (trust, md5, SCRAM-SHA-256).
-//! - `backend`: opening an authenticated session on a backend, and cancel requests.
-//! - `cancel`: cancel keys (the backend's pid, a secret of the proxy's) mapped to backend sessions.
-//! - `tls`: client-side TLS and stream halves.
-//! - `admin`: the HTTP API (`/metrics`, `/status`, `/cutover`, `/config`).
-//! - `admin_client`: the CLI's requests to a running proxy's admin API.
+//! Five layers, each a folder; a layer uses only the layers below it (checked by a test in
+//! `layering`), and `config` and `metrics` import nothing of the proxy.
+//!
+//! - `config`: the TOML file and `DUALWRITE__*` overrides, resolved into `Settings`; key
+//!   material derived from it (`config::keys`).
 //! - `metrics`: metric names, descriptions and cached handles.
-//! - `classify`: which statements must reach the secondary (writes, session state) and which are pure reads.
+//! - `wire/`: bytes on sockets: framing and the few decoded messages (`protocol`), reading a
+//!   message (`read`), TLS and stream halves (`tls`), client authentication and SCRAM (`auth`),
+//!   backend sessions (`backend`), cancel keys (`cancel`).
+//! - `dual/`: writes: which statements reach the secondary (`classify`), units (`unit`,
+//!   `copytrack`), backend answers (`outcome`), the commit order (`order`), commit markers
+//!   (`marker`), the journal and its replay (`journal`, `replay`), lost backend sessions
+//!   (`abandoned`), dual-write facts (`facts`).
+//! - `shadow/`: sampled reads: sampling state and results, comparison, report, and the shared
+//!   sessions samples run on (`lane`).
+//! - `session/`: one client: startup and authentication (`client`), the relay (`relay`), its
+//!   secondary backend (`secondary`), the cutover gate (`gate`), the state sessions share
+//!   (`shared`).
+//! - `control/`: the listener and shutdown (`server`), the admin API (`admin`,
+//!   `admin_client`), cutover (`cutover`), persisted live state (`state`).
 
-pub mod abandoned;
-pub mod admin;
-pub mod admin_client;
-pub mod auth;
-pub mod backend;
-pub mod cancel;
-pub mod classify;
 pub mod config;
-pub mod copytrack;
-pub mod cutover;
+pub mod control;
 pub mod dual;
-pub mod journal;
-pub mod lane;
 pub mod metrics;
-pub mod order;
-pub mod outcome;
-pub mod protocol;
-pub mod relay;
-pub mod replay;
-pub mod secondary;
-pub mod server;
 pub mod session;
 pub mod shadow;
-pub mod state;
-pub mod tls;
-pub mod unit;
+pub mod wire;
+
+#[cfg(test)]
+mod layering;
+
+// Paths the CLI and the tests use.
+pub use control::{admin_client, state};
+pub use dual::{abandoned, journal, replay};
+pub use wire::{backend, protocol};
 
 pub use config::Settings;
-pub use server::Proxy;
+pub use control::server::{Proxy, ServeError};
 
 use tokio_util::sync::CancellationToken;
 
 /// Bind and serve until `shutdown` fires.
-pub async fn run(
-    settings: Settings,
-    shutdown: CancellationToken,
-) -> Result<(), server::ServeError> {
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), ServeError> {
     Proxy::bind(settings).await?.run(shutdown).await;
     Ok(())
 }
 
 /// SIGHUP: re-read the config file and apply what applies live (`mode`, `shadow_reads`);
 /// other changed keys need a restart, which is said in the log.
-pub fn reload(shared: &server::Shared, path: &std::path::Path) {
+pub fn reload(shared: &session::Shared, path: &std::path::Path) {
     let fresh = match Settings::load(path) {
         Ok(s) => s,
         Err(e) => {
@@ -102,11 +86,11 @@ pub fn reload(shared: &server::Shared, path: &std::path::Path) {
     if !restart_only.is_empty() {
         tracing::warn!(keys = ?restart_only, "reload: these changes are not applied live; restart the proxy (or use cutover) to apply them");
     }
-    let live = admin::LiveConfig {
+    let live = control::admin::LiveConfig {
         mode: Some(fresh.mode),
         shadow_reads: Some(fresh.shadow_reads),
     };
-    match admin::apply_live(shared, &live) {
+    match control::admin::apply_live(shared, &live) {
         Ok(()) => {
             tracing::info!(mode = ?fresh.mode, shadow_reads = fresh.shadow_reads, "reload applied")
         }

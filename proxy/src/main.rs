@@ -314,6 +314,9 @@ async fn journal(action: JournalAction) -> ExitCode {
                 dualwrite_proxy::replay::ReplayEvent::Divergence { seq, error } => {
                     println!("listed   record {seq}: divergence, not replayed: {error}")
                 }
+                dualwrite_proxy::replay::ReplayEvent::InDoubtCommitted { seq } => {
+                    println!("in doubt record {seq}: the target had committed it (commit marker); not applied again")
+                }
                 dualwrite_proxy::replay::ReplayEvent::InDoubtSkipped { seq, error } => {
                     println!("in doubt record {seq}: failed on replay ({error}); taken as applied before the connection was lost")
                 }
@@ -330,8 +333,8 @@ async fn journal(action: JournalAction) -> ExitCode {
             match result {
                 Ok(s) => {
                     println!(
-                        "replay done: {} applied, {} already applied, {} in doubt and taken as applied, {} divergence record(s) listed",
-                        s.applied, s.skipped_already_applied, s.in_doubt_skipped, s.divergences_listed
+                        "replay done: {} applied, {} already applied, {} in doubt and committed already, {} in doubt and taken as applied, {} divergence record(s) listed",
+                        s.applied, s.skipped_already_applied, s.in_doubt_committed, s.in_doubt_skipped, s.divergences_listed
                     );
                     ExitCode::SUCCESS
                 }

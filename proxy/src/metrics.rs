@@ -1,5 +1,9 @@
 //! Metrics: names `dualwrite_<area>_<noun>_<unit|total>`, declared once, with handles cached
 //! so the hot path does no registry lookups. Labels come from small fixed sets.
+//!
+//! # Layer
+//! The bottom of the proxy beside `config`: handles every layer may use. It imports nothing of
+//! the proxy.
 
 use std::sync::OnceLock;
 use std::time::Duration;
