@@ -9,7 +9,8 @@
 // statements after prepareThreshold executions (with binary transfer), executeBatch (many
 // Bind/Execute before one Sync), generated keys (RETURNING), fetch size (portals executed with
 // a row limit, PortalSuspended), savepoints, errors with SQLSTATE, CopyManager in and out,
-// DatabaseMetaData catalog queries, and LISTEN/NOTIFY.
+// DatabaseMetaData catalog queries, LISTEN/NOTIFY, and with DW_PROBE_ID one row read after the
+// test changed it on the target only.
 import java.io.ByteArrayOutputStream;
 import java.io.StringReader;
 import java.math.BigDecimal;
@@ -207,6 +208,22 @@ public class JdbcApp {
             try (Statement s = c.createStatement();
                  ResultSet rs = s.executeQuery("SELECT id, name, amount, at, data, tags, doc, flag FROM drv_jdbc ORDER BY id")) {
                 while (rs.next()) say("final", row(rs));
+            }
+
+            // DW_PROBE_ID: say READY, wait for a line on stdin (meanwhile the test changes that
+            // row on the target only), then read the row with the usual single-row query. The
+            // answer is the source's; the proxy's shadow report flags the read.
+            String probe = System.getenv("DW_PROBE_ID");
+            if (probe != null) {
+                System.out.println("READY");
+                System.out.flush();
+                new java.io.BufferedReader(new java.io.InputStreamReader(System.in)).readLine();
+                try (PreparedStatement q = c.prepareStatement("SELECT id, name, amount, at, data, tags, doc, flag FROM drv_jdbc WHERE id = ?")) {
+                    q.setInt(1, Integer.parseInt(probe));
+                    try (ResultSet rs = q.executeQuery()) {
+                        while (rs.next()) say("probe", row(rs));
+                    }
+                }
             }
         }
         System.out.println(String.join("\n", out));

@@ -9,8 +9,9 @@ statement cache (Parse and Describe once, then Bind/Execute in binary), executem
 explicit prepared statements, cursors (named portals fetched in pieces inside a transaction),
 COPY in (records) and out, errors with their fields, nested transactions (savepoints),
 LISTEN/NOTIFY (the sender's pid in a notification is the one the driver was given and the one
-`pg_backend_pid()` returns, as applications that skip their own notifications expect), and an
-executemany whose server error arrives while asyncpg is still sending (it must stop early).
+`pg_backend_pid()` returns, as applications that skip their own notifications expect), an
+executemany whose server error arrives while asyncpg is still sending (it must stop early), and
+with DW_PROBE_ID one row read with fetchrow after the test changed it on the target only.
 """
 import asyncio
 import datetime
@@ -153,6 +154,16 @@ async def main():
 
     for r in await c.fetch("SELECT id, name, amount, at, data, tags, doc, flag FROM drv_asyncpg ORDER BY id"):
         say("final", tuple(r))
+
+    # DW_PROBE_ID: say READY, wait for a line on stdin (meanwhile the test changes that row on
+    # the target only), then read the row with the usual single-row call. The answer is the
+    # source's; the proxy's shadow report flags the read.
+    probe = os.environ.get("DW_PROBE_ID")
+    if probe:
+        print("READY", flush=True)
+        sys.stdin.readline()
+        r = await c.fetchrow("SELECT id, name, amount, at, data, tags, doc, flag FROM drv_asyncpg WHERE id = $1", int(probe))
+        say("probe", tuple(r))
     await c.close()
 
 

@@ -7,7 +7,8 @@
 // Exercises unnamed and named prepared statements (Parse/Bind/Describe/Execute/Sync per
 // query), typed parameters and results, multi-statement simple queries, array row mode,
 // transactions with savepoints and rollback, errors with their fields (inside and outside a
-// transaction), RETURNING, and LISTEN/NOTIFY.
+// transaction), RETURNING, LISTEN/NOTIFY, and with DW_PROBE_ID one row read after the test
+// changed it on the target only.
 'use strict';
 const fs = require('fs');
 const { Client } = require('pg');
@@ -101,6 +102,20 @@ async function main() {
 
   for (const row of (await c.query('SELECT id, name, amount::text, at, data, tags, doc, flag FROM drv_node ORDER BY id')).rows) {
     say('final', row.id, row.name, row.amount, row.at && row.at.toISOString(), row.data && row.data.toString('hex'), row.tags, row.doc, row.flag);
+  }
+
+  // DW_PROBE_ID: say READY, wait for a line on stdin (meanwhile the test changes that row on
+  // the target only), then read the row with the usual single-row query. The answer is the
+  // source's; the proxy's shadow report flags the read.
+  if (process.env.DW_PROBE_ID) {
+    console.log('READY');
+    await new Promise((resolve) => process.stdin.once('data', () => {
+      process.stdin.pause();
+      resolve();
+    }));
+    const p = await c.query('SELECT id, name, amount::text, at, data, tags, doc, flag FROM drv_node WHERE id = $1', [Number(process.env.DW_PROBE_ID)]);
+    const row = p.rows[0];
+    say('probe', row.id, row.name, row.amount, row.at && row.at.toISOString(), row.data && row.data.toString('hex'), row.tags, row.doc, row.flag);
   }
   await c.end();
   console.log(out.join('\n'));

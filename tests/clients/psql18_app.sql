@@ -4,7 +4,8 @@
 -- Exercises psql 18's extended-protocol meta-commands (\parse, \bind_named, \close_prepared),
 -- its pipeline mode (\startpipeline, \sendpipeline, \flushrequest, \getresults, \syncpipeline,
 -- an error mid-pipeline, a transaction inside a pipeline), FETCH_COUNT (chunked rows), \gset,
--- \gexec, \watch, \copy, savepoints and LISTEN/NOTIFY.
+-- \gexec, \watch, \copy, savepoints, LISTEN/NOTIFY, and with DW_PROBE_ID one row read after
+-- the test changed it on the target only.
 \set ON_ERROR_STOP 0
 \set VERBOSITY default
 CREATE TABLE drv_psql18 (id int PRIMARY KEY, name text NOT NULL, amount numeric(12,2), at timestamptz);
@@ -84,3 +85,12 @@ SELECT pg_notify('drv_psql18_chan', 'again');
 UNLISTEN *;
 
 SELECT count(*) AS total, sum(amount) AS amount_sum FROM drv_psql18;
+
+-- DW_PROBE_ID: say READY, wait for a line on stdin (meanwhile the test changes that row on the
+-- target only), then read the row. The answer is the source's; the proxy's shadow report flags
+-- the read.
+\getenv probe_id DW_PROBE_ID
+\if :{?probe_id}
+\prompt 'READY\n' probe_go
+SELECT id, name, amount FROM drv_psql18 WHERE id = :probe_id;
+\endif

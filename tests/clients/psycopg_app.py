@@ -6,7 +6,8 @@ Connection from the environment: DW_HOST, DW_PORT, DW_USER, DW_PASSWORD, DW_DB, 
 DW_SSLROOTCERT for TLS with verify-full (DW_SSLNEGOTIATION=direct: TLS without SSLRequest).
 Exercises libpq's pipeline mode (explicit and through executemany), server-side prepared
 statements, binary results, named cursors (DECLARE/FETCH), COPY in and out, errors with their
-SQLSTATE, transaction rollback and savepoints, and LISTEN/NOTIFY.
+SQLSTATE, transaction rollback and savepoints, LISTEN/NOTIFY, and with DW_PROBE_ID one row read
+with fetchone after the test changed it on the target only.
 """
 import datetime
 import decimal
@@ -146,6 +147,19 @@ with psycopg.connect(conninfo()) as conn:
     for r in conn.execute("SELECT id, name, amount, at, data, tags, doc, flag FROM drv_psycopg ORDER BY id"):
         say("row", r)
     conn.commit()
+
+    # DW_PROBE_ID: say READY, wait for a line on stdin (meanwhile the test changes that row on
+    # the target only), then read the row with the usual single-row call. The answer is the
+    # source's; the proxy's shadow report flags the read.
+    probe = os.environ.get("DW_PROBE_ID")
+    if probe:
+        print("READY", flush=True)
+        sys.stdin.readline()
+        with conn.cursor() as cur:
+            cur.execute("SELECT id, name, amount, at, data, tags, doc, flag FROM drv_psycopg WHERE id = %s",
+                        (int(probe),), prepare=True)
+            say("probe", cur.fetchone())
+        conn.commit()
 
 # LISTEN/NOTIFY between two connections.
 with psycopg.connect(conninfo(), autocommit=True) as listener, \

@@ -1,8 +1,11 @@
 //! The secondary's connection dies after the target committed a write and before its answer
-//! arrived. The proxy cannot know whether the target has it: it journals the write *in doubt*.
-//! Replay applies an in-doubt record if it can; when it fails (here: the key already exists,
-//! because the target did commit it), the record is taken as applied instead of blocking
-//! every later record. Either way the target ends with exactly one copy.
+//! arrived. The proxy cannot know then whether the target has it: it journals the write *in
+//! doubt*, with the commit marker the write's transaction wrote on the target. Replay reads the
+//! marker and skips the record the target committed, so even a relative `UPDATE` is not applied
+//! twice. A unit that carries no marker (here a whole transaction in one simple Query) keeps the
+//! older rule: replay applies it if it can, and when it fails (the key already exists, because
+//! the target did commit it) takes it as applied instead of blocking every later record. Either
+//! way the target ends with exactly one copy.
 
 use std::time::Duration;
 
@@ -50,7 +53,7 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
          CREATE TABLE log (note text);
          GRANT ALL ON events, log TO app",
     );
-    let c = d.client().await;
+    let mut c = d.client().await;
     c.execute("INSERT INTO events VALUES (1, 'before')", &[])
         .await
         .unwrap();
@@ -63,7 +66,8 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
         .unwrap();
     wait_cut(&d, &relay, 1).await;
 
-    // A transaction: the target commits it, the answer to COMMIT is lost.
+    // A transaction in one simple Query (no marker): the target commits it, the answer to
+    // COMMIT is lost.
     relay.arm("COMMIT");
     c.batch_execute(
         "BEGIN; INSERT INTO events VALUES (3, 'txn'); UPDATE events SET note = 'txn-upd' WHERE id = 1; COMMIT",
@@ -72,12 +76,25 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
     .unwrap();
     wait_cut(&d, &relay, 2).await;
 
+    // A transaction of several messages, nothing in it unique: the target commits it, the
+    // answer to COMMIT is lost; applied again, it would succeed a second time.
+    relay.arm("COMMIT");
+    let t = c.transaction().await.unwrap();
+    t.execute("INSERT INTO log VALUES ('messages')", &[])
+        .await
+        .unwrap();
+    t.execute("UPDATE events SET note = note || '+' WHERE id = 2", &[])
+        .await
+        .unwrap();
+    t.commit().await.unwrap();
+    wait_cut(&d, &relay, 3).await;
+
     // Extended protocol with parameters.
     relay.arm("INSERT");
     c.execute("INSERT INTO events VALUES ($1, $2)", &[&4i64, &"extended"])
         .await
         .unwrap();
-    let status = wait_cut(&d, &relay, 3).await;
+    let status = wait_cut(&d, &relay, 4).await;
 
     // Writes after the re-attach go to both again.
     c.execute("INSERT INTO events VALUES (5, 'after')", &[])
@@ -87,7 +104,7 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
         .assert_same("SELECT id, note FROM events ORDER BY id")
         .await;
     assert_eq!(
-        rows, "1|txn-upd\n2|autocommit\n3|txn\n4|extended\n5|after",
+        rows, "1|txn-upd\n2|autocommit+\n3|txn\n4|extended\n5|after",
         "{status}"
     );
     let journaled = || {
@@ -105,22 +122,33 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
             .join("\n")
     };
     assert!(
-        d.metric("dualwrite_journal_in_doubt_total", "").await >= 3.0,
+        d.metric("dualwrite_journal_in_doubt_total", "").await >= 4.0,
         "{}\njournal:\n{}",
         d.proxy.admin_get("/metrics").await,
+        journaled()
+    );
+    // Three were marked, and their markers said the target had committed them; the one
+    // without a marker failed on replay and was taken as applied.
+    assert_eq!(
+        d.metric("dualwrite_journal_in_doubt_committed_total", "")
+            .await,
+        3.0,
+        "journal:\n{}",
         journaled()
     );
     assert_eq!(
         d.metric("dualwrite_journal_in_doubt_skipped_total", "")
             .await,
-        3.0
+        1.0
     );
 
-    // The journal lists the records as in doubt.
+    // The journal lists the records as in doubt, with their markers.
     let records =
         dualwrite_proxy::journal::read_records(d.journal_dir.path()).expect("journal reads");
     let in_doubt = records.0.iter().filter(|r| r.in_doubt).count();
-    assert_eq!(in_doubt, 3, "{:#?}", records.0);
+    assert_eq!(in_doubt, 4, "{:#?}", records.0);
+    let marked = records.0.iter().filter(|r| r.marker.is_some()).count();
+    assert_eq!(marked, 3, "{:#?}", records.0);
     let shown = dualwrite_proxy::journal::render(&records.0, u64::MAX);
     assert!(shown.contains("in-doubt"), "{shown}");
 
@@ -128,7 +156,11 @@ async fn lost_answers_to_commits_are_in_doubt_and_never_block_replay() {
     c.execute("INSERT INTO log VALUES ('x')", &[])
         .await
         .unwrap();
-    d.assert_same("SELECT count(*) FROM log").await;
+    assert_eq!(
+        d.assert_same("SELECT string_agg(note, ',' ORDER BY note) FROM log")
+            .await,
+        "messages,x"
+    );
 }
 
 /// A journal in a directory of its own holding one record, `INSERT INTO t VALUES (1)` for the
@@ -158,6 +190,7 @@ async fn one_record_journal(
             messages,
             wrap: true,
             in_doubt,
+            marker: None,
             side: Some("target".into()),
             tables: vec!["t".into()],
             error: "secondary connection lost: reset".into(),
